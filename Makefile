@@ -1,0 +1,35 @@
+# Two commands for a newcomer: `make demo` and `make test`. Each builds .venv itself.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint unit bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "dagrelay needs Python 3.11+")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/dagrelay run examples/report.yaml --tools examples.tools --input '{"user_ids": [1, 2, 3]}'
+
+lint: venv
+	$(BIN)/ruff check executor workers tests examples benchmarks
+	$(BIN)/ruff format --check executor workers tests examples benchmarks
+	$(BIN)/mypy executor workers
+
+unit: venv
+	$(BIN)/python -m pytest
+
+test: lint unit
+
+bench: venv
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Transports that drive the scheduling core: in-process asyncio, and Redis."""

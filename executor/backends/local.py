@@ -1,0 +1,493 @@
+"""The embedded backend: the scheduling core driven by asyncio tasks in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from executor.dag import Dag
+from executor.errors import RunNotFoundError
+from executor.events import EventLog, RunEvent
+from executor.handle import RunHandle
+from executor.references import Scope, parse_ref
+from executor.result import (
+    TERMINAL_RUN,
+    Attempt,
+    ExecutionResult,
+    RunStatus,
+    StepError,
+    StepRecord,
+    StepStatus,
+    summarize,
+)
+from executor.retry import NO_RETRY, RetryPolicy
+from executor.scheduling import Actions, RunState
+from executor.tools import Tool, ToolRegistry
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Cancelled(Exception):
+    """Internal: the step's task was cancelled by fail-fast, cancel or run timeout."""
+
+
+class LocalRun:
+    """One run on an event loop: starts each step the moment its dependencies are done."""
+
+    def __init__(self, backend: LocalBackend, dag: Dag, inputs: Any, run_id: str) -> None:
+        self.backend = backend
+        self.dag = dag
+        self.flow = dag.flow
+        self.inputs = inputs
+        self.run_id = run_id
+        self.state = RunState(dag, inputs)
+        self.records = {
+            sid: StepRecord(step_id=sid, tool=step.tool) for sid, step in dag.steps.items()
+        }
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.log = EventLog()
+        self.submitted_at = now()
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self._t0 = 0.0
+        self.wall_time: float | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._done: asyncio.Event | None = None
+        self._final: ExecutionResult | None = None
+        self._run_status: RunStatus = "pending"
+
+    # Running ---------------------------------------------------------------------
+    async def execute(self) -> ExecutionResult:
+        """Run to the end (or the flow's timeout) and return the result."""
+        self.loop = asyncio.get_running_loop()
+        self._done = asyncio.Event()
+        self.started_at = now()
+        self._t0 = time.perf_counter()
+        self._run_status = "running"
+        self._apply(self.state.start())
+        try:
+            if not self.state.finished:
+                if self.flow.timeout is not None:
+                    try:
+                        async with asyncio.timeout(self.flow.timeout):
+                            await self._done.wait()
+                    except TimeoutError:
+                        self._stop("timed_out")
+                await self._done.wait()
+        except asyncio.CancelledError:
+            # The caller gave up on the run (e.g. its own task was cancelled): stop ours.
+            self._stop("cancelled")
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._done.wait()
+            raise
+        finally:
+            if self.tasks:
+                await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        return self._finish()
+
+    def _finish(self) -> ExecutionResult:
+        self.wall_time = time.perf_counter() - self._t0
+        self.finished_at = now()
+        status = self.state.run_status()
+        self._run_status = status
+        result = self.snapshot()
+        summarize(result, self.dag.deps, self.dag.topological_order())
+        self._final = result
+        self.log.append(RunEvent(self.run_id, None, status, self.finished_at, error=result.error))
+        self.log.close()
+        return result
+
+    def _apply(self, actions: Actions) -> None:
+        for sid, status, error in actions.resolved:
+            rec = self.records[sid]
+            rec.status = status
+            rec.error = error
+            self._emit(sid, status, error=str(error) if error else None)
+        for sid in actions.run:
+            rec = self.records[sid]
+            rec.status = "queued"
+            rec.queued_at = now()
+            self.tasks[sid] = asyncio.get_running_loop().create_task(self._run_step(sid))
+            self._emit(sid, "queued")
+        for sid in actions.cancel_running:
+            task = self.tasks.get(sid)
+            if task is not None:
+                task.cancel()
+        if self.state.finished and self._done is not None:
+            self._done.set()
+
+    def _stop(self, reason: Any) -> None:
+        if self.state.finished:
+            return
+        self._apply(self.state.stop(reason))
+
+    def cancel(self) -> None:
+        """Cancel from any thread."""
+        loop = self.loop
+        if loop is None or self.state.finished:
+            return
+        if _running_loop() is loop:
+            self._stop("cancelled")
+        else:
+            loop.call_soon_threadsafe(self._stop, "cancelled")
+
+    def _emit(self, sid: str, status: str, attempt: int | None = None,
+              error: str | None = None) -> None:
+        self.log.append(RunEvent(self.run_id, sid, status, now(), attempt, error,
+                                 self.backend.worker))
+
+    # One step --------------------------------------------------------------------
+    async def _run_step(self, sid: str) -> None:
+        step = self.dag.steps[sid]
+        rec = self.records[sid]
+        t_queued = time.perf_counter()
+        tool = self.backend.registry.get(step.tool)
+        policy = step.retry or tool.retry or NO_RETRY
+        timeout = step.timeout if step.timeout is not None else tool.timeout
+        scope = Scope(self.inputs, self.state.outputs)
+        status: StepStatus
+        output: Any = None
+        try:
+            if step.map is not None:
+                status, output = await self._run_map(sid, tool, policy, timeout, scope, t_queued)
+            else:
+                status, output, _ = await self._attempts(rec, tool, policy, timeout, scope,
+                                                         t_queued, step.inputs)
+        except asyncio.CancelledError:
+            status = "cancelled"
+            rec.status = status
+            self._end_timing(rec)
+        rec.status = status
+        if status == "succeeded":
+            rec.output = output
+        self.tasks.pop(sid, None)
+        self._emit(sid, status, len(rec.attempts) or None, str(rec.error) if rec.error else None)
+        self._apply(self.state.finish(sid, status, output))
+
+    def _end_timing(self, rec: StepRecord) -> None:
+        if rec.started_at is not None and rec.finished_at is None:
+            rec.finished_at = now()
+            if rec.attempts and rec.attempts[-1].finished_at is None:
+                last = rec.attempts[-1]
+                last.finished_at = rec.finished_at
+                last.duration = (last.finished_at - last.started_at).total_seconds()
+                last.error = StepError(type="CancelledError", message="cancelled")
+            rec.duration = (rec.finished_at - rec.started_at).total_seconds()
+
+    async def _attempts(self, rec: StepRecord, tool: Tool, policy: RetryPolicy,
+                        timeout: float | None, scope: Scope, t_queued: float,
+                        raw_inputs: Any) -> tuple[StepStatus, Any, StepError | None]:
+        """Run attempts until one succeeds or the policy gives up; fills `rec`."""
+        backend = self.backend
+        t_start = 0.0
+        number = 0
+        while True:
+            number += 1
+            async with backend.slot(tool):
+                t_attempt = time.perf_counter()
+                started = now()
+                if number == 1:
+                    t_start = t_attempt
+                    rec.started_at = started
+                    rec.queue_wait = t_attempt - t_queued
+                    rec.status = "running"
+                    if rec.step_id in self.state.status:
+                        self.state.mark_running(rec.step_id)
+                    self._emit(rec.step_id, "running", number)
+                attempt = Attempt(number=number, started_at=started, worker=backend.worker)
+                rec.attempts.append(attempt)
+                exc: BaseException | None = None
+                try:
+                    kwargs = tool.validate_inputs(scope.resolve(raw_inputs))
+                    if rec.inputs is None:
+                        rec.inputs = _inputs_record(kwargs, scope, raw_inputs)
+                    value = await backend.call(tool, kwargs, timeout)
+                    output = tool.dump_output(value)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    exc = e
+                end = time.perf_counter()
+                attempt.finished_at = now()
+                attempt.duration = end - t_attempt
+            rec.finished_at = attempt.finished_at
+            rec.duration = end - t_start
+            if exc is None:
+                return "succeeded", output, None
+            error = StepError.from_exception(exc, _format_tb(exc))
+            attempt.error = error
+            rec.error = error
+            delay = policy.next_delay(number, exc)
+            if delay is None:
+                return "failed", None, error
+            self._emit(rec.step_id, "retrying", number, str(error))
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def _run_map(self, sid: str, tool: Tool, policy: RetryPolicy,
+                       timeout: float | None, scope: Scope,
+                       t_queued: float) -> tuple[StepStatus, Any]:
+        step = self.dag.steps[sid]
+        rec = self.records[sid]
+        assert step.map is not None
+        try:
+            items = scope.lookup(parse_ref(step.map))
+        except Exception as exc:
+            items = exc
+        if not isinstance(items, list):
+            message = (str(items) if isinstance(items, Exception)
+                       else f"map {step.map} is a {type(items).__name__}, not a list")
+            rec.error = StepError(type="StepInputError", message=message)
+            return "failed", None
+        rec.items = [StepRecord(step_id=f"{sid}[{i}]", tool=tool.name) for i in range(len(items))]
+        rec.started_at = now()
+        rec.queue_wait = time.perf_counter() - t_queued
+        rec.status = "running"
+        self.state.mark_running(sid)
+        self._emit(sid, "running")
+        t0 = time.perf_counter()
+        predicate = self.dag.predicates.get(sid)
+
+        async def one(i: int, item: Any) -> tuple[StepStatus, Any]:
+            child = rec.items[i]  # type: ignore[index]
+            child.queued_at = now()
+            child_scope = Scope(self.inputs, scope.outputs, item, i, in_map=True)
+            if predicate is not None:
+                outputs = {s: self.state.outputs.get(s) for s in predicate.steps}
+                try:
+                    ok = predicate.evaluate(self.inputs, outputs, item, i)
+                except Exception as exc:
+                    child.error = StepError(type="PredicateError", message=str(exc))
+                    child.status = "failed"
+                    return "failed", None
+                if not ok:
+                    child.status = "skipped"
+                    return "skipped", None
+            status, output, _ = await self._attempts(child, tool, policy, timeout, child_scope,
+                                                     time.perf_counter(), step.inputs)
+            child.status = status
+            child.output = output
+            return status, output
+
+        tasks = [asyncio.ensure_future(one(i, item)) for i, item in enumerate(items)]
+        try:
+            outcomes = await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for child in rec.items:
+                if child.status not in ("succeeded", "failed", "skipped"):
+                    child.status = "cancelled"
+                    self._end_timing(child)
+            raise
+        finally:
+            rec.finished_at = now()
+            rec.duration = time.perf_counter() - t0
+        failed = [i for i, (st, _) in enumerate(outcomes) if st == "failed"]
+        if failed:
+            first = rec.items[failed[0]].error
+            rec.error = StepError(
+                type=first.type if first else "Error",
+                message=f"{len(failed)} of {len(items)} items failed; item {failed[0]}: "
+                + (first.message if first else "failed"),
+                traceback=first.traceback if first else None,
+            )
+            return "failed", None
+        return "succeeded", [out for _, out in outcomes]
+
+    # Results ---------------------------------------------------------------------
+    def status(self) -> RunStatus:
+        return self._run_status
+
+    def snapshot(self) -> ExecutionResult:
+        """The result as it stands (final once the run finished)."""
+        if self._final is not None:
+            return self._final
+        status = self._run_status
+        output = None
+        error = None
+        if status == "succeeded" and self.flow.output is not None:
+            try:
+                output = Scope(self.inputs, self.state.outputs).resolve(self.flow.output)
+            except Exception as exc:
+                status, error = "failed", f"output: {exc}"
+        elif status in TERMINAL_RUN and status != "succeeded":
+            error = self._error_summary(status)
+        steps = {sid: rec.model_copy() for sid, rec in self.records.items()}
+        return ExecutionResult(
+            run_id=self.run_id, flow_name=self.flow.name, flow_version=self.flow.version,
+            status=status, inputs=self.inputs, output=output, error=error, steps=steps,
+            submitted_at=self.submitted_at, started_at=self.started_at,
+            finished_at=self.finished_at, wall_time=self.wall_time,
+        )
+
+    def _error_summary(self, status: RunStatus) -> str:
+        if status == "cancelled":
+            return "run cancelled"
+        if status == "timed_out":
+            return f"run exceeded its timeout of {self.flow.timeout}s"
+        for sid, rec in self.records.items():
+            if rec.status == "failed":
+                return f"step {sid!r} failed: {rec.error}"
+        return "run failed"
+
+
+def _inputs_record(kwargs: dict[str, Any], scope: Scope, raw: Any) -> Any:
+    # Record the resolved JSON data, not the validated Python objects.
+    return scope.resolve(raw)
+
+
+def _format_tb(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=20))
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class LocalBackend:
+    """Runs flows in this process: async tools on the loop, sync tools in threads."""
+
+    def __init__(self, registry: ToolRegistry, max_concurrency: int | None = None,
+                 max_threads: int = 32, worker: str = "local") -> None:
+        self.registry = registry
+        self.max_concurrency = max_concurrency
+        self.worker = worker
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_threads, thread_name_prefix="dagrelay-tool"
+        )
+        # Semaphores are bound to the loop that first uses them, so keep one set per loop.
+        self._limits: dict[int, dict[str | None, asyncio.Semaphore]] = {}
+        self._runs: dict[str, LocalRun] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # Limits ---------------------------------------------------------------------
+    def slot(self, tool: Tool) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Hold the executor-wide and the tool's concurrency slot while a call runs."""
+        if self.max_concurrency is None and tool.max_concurrency is None:
+            return contextlib.nullcontext()
+        # asyncio semaphores belong to one loop; `arun` may use several loops.
+        limits = self._limits.setdefault(id(asyncio.get_running_loop()), {})
+        sems: list[asyncio.Semaphore] = []
+        if self.max_concurrency is not None:
+            sems.append(limits.setdefault(None, asyncio.Semaphore(self.max_concurrency)))
+        if tool.max_concurrency is not None:
+            sems.append(limits.setdefault(tool.name, asyncio.Semaphore(tool.max_concurrency)))
+        return _Slots(sems)
+
+    async def call(self, tool: Tool, kwargs: dict[str, Any], timeout: float | None) -> Any:
+        """Call a tool, sync ones in a thread; TimeoutError after `timeout` seconds.
+
+        A timed-out async tool is cancelled. A sync tool cannot be interrupted: its
+        thread finishes in the background and its result is discarded.
+        """
+        if tool.is_async:
+            coro = tool.fn(**kwargs)
+        else:
+            loop = asyncio.get_running_loop()
+            coro = loop.run_in_executor(self._threads, lambda: tool.fn(**kwargs))
+        if timeout is None:
+            return await coro
+        try:
+            async with asyncio.timeout(timeout):
+                return await coro
+        except TimeoutError:
+            raise TimeoutError(f"tool {tool.name!r} exceeded its timeout of {timeout}s") from None
+
+    # Runs ------------------------------------------------------------------------
+    def new_run(self, dag: Dag, inputs: Any, run_id: str) -> LocalRun:
+        run = LocalRun(self, dag, inputs, run_id)
+        self._runs[run_id] = run
+        return run
+
+    def get(self, run_id: str) -> LocalRun:
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise RunNotFoundError(f"no run {run_id!r} in this executor") from None
+
+    def background_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop `submit` runs on: a daemon thread, started on first use."""
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="dagrelay-loop",
+                                          daemon=True)
+                thread.start()
+                self._loop, self._loop_thread = loop, thread
+            return self._loop
+
+    def close(self) -> None:
+        """Stop the background loop and the tool threads."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(timeout=5)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class _Slots:
+    """Acquire semaphores in a fixed order (executor-wide first) and release them all."""
+
+    def __init__(self, sems: list[asyncio.Semaphore]) -> None:
+        self._sems = sems
+        self._taken: list[asyncio.Semaphore] = []
+
+    async def __aenter__(self) -> None:
+        try:
+            for s in self._sems:
+                await s.acquire()
+                self._taken.append(s)
+        except BaseException:
+            await self.__aexit__()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        while self._taken:
+            self._taken.pop().release()
+
+
+class LocalRunHandle(RunHandle):
+    """A handle on a run executing on this executor's background loop."""
+
+    def __init__(self, run: LocalRun, future: concurrent.futures.Future[ExecutionResult]):
+        self.run_id = run.run_id
+        self._run = run
+        self._future = future
+
+    def status(self) -> RunStatus:
+        return self._run.status()
+
+    def wait(self, timeout: float | None = None) -> ExecutionResult:
+        try:
+            return self._future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(
+                f"run {self.run_id} did not finish within {timeout}s (it is still running)"
+            ) from None
+
+    def result(self) -> ExecutionResult:
+        return self._run.snapshot()
+
+    def cancel(self) -> None:
+        self._run.cancel()
+
+    def events(self, timeout: float | None = None) -> Iterator[RunEvent]:
+        return self._run.log.follow(timeout)

@@ -1,0 +1,177 @@
+"""`FlowExecutor`: validate a flow and its input, run it, hand back results."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+
+from executor.backends.local import LocalBackend, LocalRunHandle
+from executor.dag import Dag
+from executor.errors import FlowValidationError
+from executor.flow import Flow, load_flow
+from executor.handle import RunHandle
+from executor.references import iter_refs, parse_ref, walk
+from executor.result import ExecutionResult
+from executor.tools import ToolRegistry, default_registry
+from executor.validation import validate_flow
+
+RUN_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+class FlowExecutor:
+    """Runs flows in-process (default) or, with `redis_url`, on Dramatiq workers.
+
+    Args:
+        redis_url: distributed mode; None runs everything in this process.
+        registry: the tools flows may call (default: `default_registry`).
+        max_concurrency: at most this many tool calls at once in this executor.
+        max_threads: threads for sync tools (embedded mode).
+    """
+
+    def __init__(self, redis_url: str | None = None, *, registry: ToolRegistry | None = None,
+                 max_concurrency: int | None = None, max_threads: int = 32) -> None:
+        if redis_url is not None:
+            raise NotImplementedError(
+                "distributed mode (redis_url=...) is not built yet; use FlowExecutor() "
+                "to run in-process"
+            )
+        self.registry = registry if registry is not None else default_registry
+        self._backend = LocalBackend(
+            self.registry, max_concurrency=max_concurrency, max_threads=max_threads,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+        )
+
+    # Preparing a run -----------------------------------------------------------------
+    def prepare(self, flow: Flow | str | Path, inputs: Mapping[str, Any] | None = None
+                ) -> tuple[Dag, Any]:
+        """Validate a flow (or flow file) and an input against this executor's tools.
+
+        Returns:
+            the flow's graph and the input as JSON data.
+        Raises:
+            FlowValidationError: every problem with the flow, or with the input.
+        """
+        if not isinstance(flow, Flow):
+            flow = load_flow(flow)
+        dag = validate_flow(flow, self.registry)
+        data = check_inputs(dag, inputs)
+        return dag, data
+
+    # Running -----------------------------------------------------------------------
+    def submit(self, flow: Flow | str | Path, inputs: Mapping[str, Any] | None = None, *,
+               run_id: str | None = None) -> RunHandle:
+        """Start a run and return at once with its handle.
+
+        Raises:
+            FlowValidationError: the flow or input is invalid; nothing was started.
+        """
+        dag, data = self.prepare(flow, inputs)
+        run = self._backend.new_run(dag, data, new_run_id(run_id))
+        loop = self._backend.background_loop()
+        future = asyncio.run_coroutine_threadsafe(run.execute(), loop)
+        return LocalRunHandle(run, future)
+
+    def run(self, flow: Flow | str | Path, inputs: Mapping[str, Any] | None = None, *,
+            timeout: float | None = None) -> ExecutionResult:
+        """Run a flow to the end and return its result (a failed step does not raise).
+
+        Safe to call from inside a running event loop: the run uses its own loop thread.
+
+        Raises:
+            FlowValidationError: the flow or input is invalid.
+            TimeoutError: `timeout` seconds passed; the run is cancelled.
+        """
+        handle = self.submit(flow, inputs)
+        try:
+            return handle.wait(timeout)
+        except TimeoutError:
+            handle.cancel()
+            raise
+
+    async def arun(self, flow: Flow | str | Path,
+                   inputs: Mapping[str, Any] | None = None) -> ExecutionResult:
+        """Run a flow on the current event loop and return its result."""
+        dag, data = self.prepare(flow, inputs)
+        run = self._backend.new_run(dag, data, new_run_id(None))
+        return await run.execute()
+
+    def get_run(self, run_id: str) -> RunHandle:
+        """A handle on a run this executor started.
+
+        Raises:
+            RunNotFoundError: no such run.
+        """
+        return _AttachedHandle(self._backend.get(run_id))
+
+    def close(self) -> None:
+        """Release the executor's loop and threads."""
+        self._backend.close()
+
+    def __enter__(self) -> FlowExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _AttachedHandle(LocalRunHandle):
+    """A handle on an existing local run, waiting on its event log."""
+
+    def __init__(self, run: Any) -> None:
+        self.run_id = run.run_id
+        self._run = run
+
+    def wait(self, timeout: float | None = None) -> ExecutionResult:
+        for _ in self._run.log.follow(timeout):
+            pass
+        return self._run.snapshot()
+
+
+def new_run_id(run_id: str | None) -> str:
+    """A fresh run id, or the caller's after checking it is safe inside a key."""
+    if run_id is None:
+        return uuid.uuid4().hex
+    if not 1 <= len(run_id) <= 128 or not set(run_id) <= RUN_ID_CHARS:
+        raise FlowValidationError(
+            f"run id {run_id!r} must be 1-128 letters, digits, '-' or '_'"
+        )
+    return run_id
+
+
+def check_inputs(dag: Dag, inputs: Mapping[str, Any] | None) -> Any:
+    """Check the input is JSON data holding every `$input` path the flow reads.
+
+    Raises:
+        FlowValidationError: naming each missing input and the step that needs it.
+    """
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, Mapping):
+        raise FlowValidationError(f"input must be a mapping, got {type(inputs).__name__}")
+    try:
+        data = to_jsonable_python(inputs)
+    except Exception as exc:
+        raise FlowValidationError(f"input is not JSON-compatible: {exc}") from None
+    problems: list[str] = []
+    for sid, step in dag.steps.items():
+        texts = list(iter_refs(step.inputs))
+        if step.map is not None:
+            texts.append(step.map)
+        for text in texts:
+            ref = parse_ref(text)
+            if ref.root != "input":
+                continue
+            try:
+                walk(data, ref.path, text)
+            except Exception as exc:
+                problems.append(f"input: step {sid!r} needs {exc}")
+    if problems:
+        raise FlowValidationError(sorted(set(problems)))
+    return data

@@ -1,0 +1,1 @@
+"""dagrelay workers: the Dramatiq side (added by the distributed issue)."""
