@@ -35,8 +35,14 @@ class FlowExecutor:
         max_threads: threads for sync tools (embedded mode).
     """
 
-    def __init__(self, redis_url: str | None = None, *, registry: ToolRegistry | None = None,
-                 max_concurrency: int | None = None, max_threads: int = 32) -> None:
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        registry: ToolRegistry | None = None,
+        max_concurrency: int | None = None,
+        max_threads: int = 32,
+    ) -> None:
         if redis_url is not None:
             raise NotImplementedError(
                 "distributed mode (redis_url=...) is not built yet; use FlowExecutor() "
@@ -44,13 +50,16 @@ class FlowExecutor:
             )
         self.registry = registry if registry is not None else default_registry
         self._backend = LocalBackend(
-            self.registry, max_concurrency=max_concurrency, max_threads=max_threads,
+            self.registry,
+            max_concurrency=max_concurrency,
+            max_threads=max_threads,
             worker=f"{socket.gethostname()}:{os.getpid()}",
         )
 
     # Preparing a run -----------------------------------------------------------------
-    def prepare(self, flow: Flow | str | Path, inputs: Mapping[str, Any] | None = None
-                ) -> tuple[Dag, Any]:
+    def prepare(
+        self, flow: Flow | str | Path, inputs: Mapping[str, Any] | None = None
+    ) -> tuple[Dag, Any]:
         """Validate a flow (or flow file) and an input against this executor's tools.
 
         Returns:
@@ -65,8 +74,13 @@ class FlowExecutor:
         return dag, data
 
     # Running -----------------------------------------------------------------------
-    def submit(self, flow: Flow | str | Path, inputs: Mapping[str, Any] | None = None, *,
-               run_id: str | None = None) -> RunHandle:
+    def submit(
+        self,
+        flow: Flow | str | Path,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+    ) -> RunHandle:
         """Start a run and return at once with its handle.
 
         Raises:
@@ -78,8 +92,13 @@ class FlowExecutor:
         future = asyncio.run_coroutine_threadsafe(run.execute(), loop)
         return LocalRunHandle(run, future)
 
-    def run(self, flow: Flow | str | Path, inputs: Mapping[str, Any] | None = None, *,
-            timeout: float | None = None) -> ExecutionResult:
+    def run(
+        self,
+        flow: Flow | str | Path,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> ExecutionResult:
         """Run a flow to the end and return its result (a failed step does not raise).
 
         Safe to call from inside a running event loop: the run uses its own loop thread.
@@ -95,8 +114,9 @@ class FlowExecutor:
             handle.cancel()
             raise
 
-    async def arun(self, flow: Flow | str | Path,
-                   inputs: Mapping[str, Any] | None = None) -> ExecutionResult:
+    async def arun(
+        self, flow: Flow | str | Path, inputs: Mapping[str, Any] | None = None
+    ) -> ExecutionResult:
         """Run a flow on the current event loop and return its result."""
         dag, data = self.prepare(flow, inputs)
         run = self._backend.new_run(dag, data, new_run_id(None))
@@ -139,9 +159,7 @@ def new_run_id(run_id: str | None) -> str:
     if run_id is None:
         return uuid.uuid4().hex
     if not 1 <= len(run_id) <= 128 or not set(run_id) <= RUN_ID_CHARS:
-        raise FlowValidationError(
-            f"run id {run_id!r} must be 1-128 letters, digits, '-' or '_'"
-        )
+        raise FlowValidationError(f"run id {run_id!r} must be 1-128 letters, digits, '-' or '_'")
     return run_id
 
 

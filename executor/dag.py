@@ -32,8 +32,9 @@ class Dag:
         return order
 
 
-def _kahn(deps: Mapping[str, tuple[str, ...]],
-          dependents: Mapping[str, tuple[str, ...]]) -> list[str]:
+def _kahn(
+    deps: Mapping[str, tuple[str, ...]], dependents: Mapping[str, tuple[str, ...]]
+) -> list[str]:
     remaining = {s: len(d) for s, d in deps.items()}
     ready = deque(s for s, n in remaining.items() if n == 0)
     order: list[str] = []
@@ -47,8 +48,9 @@ def _kahn(deps: Mapping[str, tuple[str, ...]],
     return order
 
 
-def find_cycle(deps: Mapping[str, tuple[str, ...]],
-               dependents: Mapping[str, tuple[str, ...]]) -> list[str] | None:
+def find_cycle(
+    deps: Mapping[str, tuple[str, ...]], dependents: Mapping[str, tuple[str, ...]]
+) -> list[str] | None:
     """One cycle as a path `[a, b, c, a]` (each depends on the next's output), or None."""
     done = set(_kahn(deps, dependents))
     if len(done) == len(deps):
@@ -64,6 +66,6 @@ def find_cycle(deps: Mapping[str, tuple[str, ...]],
         seen[node] = len(path)
         path.append(node)
         node = next(d for d in deps[node] if d not in done)
-    cycle = path[seen[node]:] + [node]
+    cycle = [*path[seen[node] :], node]
     cycle.reverse()  # print in execution order: a -> b means b uses a
     return cycle

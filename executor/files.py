@@ -47,8 +47,7 @@ def parse_flow(text: str | bytes, fmt: Format, source: str | None = None) -> Flo
     source = source or f"<{fmt}>"
     raw = text.encode() if isinstance(text, str) else text
     if len(raw) > MAX_BYTES:
-        raise FlowValidationError(f"file is larger than the {MAX_BYTES // 1024} KiB limit",
-                                  source)
+        raise FlowValidationError(f"file is larger than the {MAX_BYTES // 1024} KiB limit", source)
     try:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -88,7 +87,7 @@ def _parse_json(text: str, source: str) -> Any:
 
 def _parse_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        return yaml.load(text, Loader=_Loader)
     except _TooLarge as exc:
         raise FlowValidationError(str(exc), source) from None
     except yaml.MarkedYAMLError as exc:
@@ -97,8 +96,9 @@ def _parse_yaml(text: str, source: str) -> Any:
             where = f" at line {exc.problem_mark.line + 1} column {exc.problem_mark.column + 1}"
         problem = exc.problem or exc.context or "invalid YAML"
         if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in problem:
-            problem = problem.replace("could not determine a constructor for the tag",
-                                      "unsupported YAML tag")
+            problem = problem.replace(
+                "could not determine a constructor for the tag", "unsupported YAML tag"
+            )
         raise FlowValidationError(f"invalid YAML{where}: {problem}", source) from None
     except yaml.YAMLError as exc:
         raise FlowValidationError(f"invalid YAML: {exc}", source) from None
@@ -122,7 +122,8 @@ class _Loader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             # An alias repeats its anchor's whole subtree: charge that subtree again.
             node = super().compose_node(parent, index)
-            self._charge(self._size(node))
+            if node is not None:
+                self._charge(self._size(node))
             return node
         node = super().compose_node(parent, index)
         self._charge(1)
@@ -131,9 +132,7 @@ class _Loader(yaml.SafeLoader):
     def _charge(self, n: int) -> None:
         self._expanded += n
         if self._expanded > MAX_NODES:
-            raise _TooLarge(
-                f"expands to more than {MAX_NODES} values (a YAML alias bomb?)"
-            )
+            raise _TooLarge(f"expands to more than {MAX_NODES} values (a YAML alias bomb?)")
 
     def _size(self, node: yaml.Node) -> int:
         key = id(node)
@@ -192,5 +191,11 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
 
 
 def _kind(value: Any) -> str:
-    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean",
-            type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        list: "list",
+        str: "string",
+        int: "number",
+        float: "number",
+        bool: "boolean",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)

@@ -57,8 +57,9 @@ class Predicate:
     tree: ast.Expression
     steps: frozenset[str]
 
-    def evaluate(self, input: Any, steps: Mapping[str, Any], item: Any = None,
-                 index: int | None = None) -> bool:
+    def evaluate(
+        self, input: Any, steps: Mapping[str, Any], item: Any = None, index: int | None = None
+    ) -> bool:
         """Evaluate against JSON data; `steps` maps step ids to outputs (None if not run).
 
         Raises:
@@ -118,8 +119,10 @@ def _check(node: ast.AST, source: str, steps: set[str]) -> None:
             if type(node) not in _ARITH:
                 raise bad(f"the operator {type(node).__name__}")
         case ast.Constant(value=value):
-            if isinstance(value, int) and not isinstance(value, bool) and (
-                len(str(abs(value))) > MAX_INT_DIGITS
+            if (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and (len(str(abs(value))) > MAX_INT_DIGITS)
             ):
                 raise bad("an integer this large")
             if not (value is None or isinstance(value, bool | int | float | str)):
@@ -152,17 +155,23 @@ def _check(node: ast.AST, source: str, steps: set[str]) -> None:
             raise bad(f"{type(node).__name__}")
     # `steps` alone (e.g. len(steps)) would read every step: it must name one.
     for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.Name) and child.id == "steps" and not isinstance(
-            node, ast.Attribute | ast.Subscript
+        if (
+            isinstance(child, ast.Name)
+            and child.id == "steps"
+            and not isinstance(node, ast.Attribute | ast.Subscript)
         ):
             raise PredicateError(f"when {source!r}: use steps.<id>, not steps alone")
     for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.Name) and child.id in _FUNCTIONS and not (
-            isinstance(node, ast.Call) and node.func is child
+        if (
+            isinstance(child, ast.Name)
+            and child.id in _FUNCTIONS
+            and not (isinstance(node, ast.Call) and node.func is child)
         ):
             raise PredicateError(f"when {source!r}: {child.id} can only be called")
-    if isinstance(node, ast.Expression) and isinstance(node.body, ast.Name) and (
-        node.body.id == "steps" or node.body.id in _FUNCTIONS
+    if (
+        isinstance(node, ast.Expression)
+        and isinstance(node.body, ast.Name)
+        and (node.body.id == "steps" or node.body.id in _FUNCTIONS)
     ):
         raise PredicateError(f"when {source!r}: {node.body.id} alone is not a condition")
 
@@ -224,9 +233,9 @@ def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
             return _ARITH[type(op)](_number(_eval(left, env)), _number(_eval(right, env)))
         case ast.Compare(left=left, ops=ops, comparators=comparators):
             a = _eval(left, env)
-            for op, comp in zip(ops, comparators, strict=True):
+            for cmp, comp in zip(ops, comparators, strict=True):
                 b = _eval(comp, env)
-                if not _COMPARE[type(op)](a, b):
+                if not _COMPARE[type(cmp)](a, b):
                     return False
                 a = b
             return True

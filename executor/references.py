@@ -91,9 +91,7 @@ def walk(data: Any, path: tuple[str, ...], text: str) -> Any:
             try:
                 index = int(key)
             except ValueError:
-                raise StepInputError(
-                    f"{text}: {key!r} at {where} is not a list index"
-                ) from None
+                raise StepInputError(f"{text}: {key!r} at {where} is not a list index") from None
             if not -len(data) <= index < len(data):
                 raise StepInputError(
                     f"{text}: index {index} at {where} is out of range (length {len(data)})"

@@ -11,7 +11,13 @@ from pydantic import BaseModel, ConfigDict, computed_field
 from executor.errors import FlowFailedError
 
 StepStatus = Literal[
-    "pending", "queued", "running", "succeeded", "failed", "skipped", "upstream_failed",
+    "pending",
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "skipped",
+    "upstream_failed",
     "cancelled",
 ]
 RunStatus = Literal["pending", "running", "succeeded", "failed", "cancelled", "timed_out"]
@@ -119,9 +125,9 @@ class ExecutionResult(BaseModel):
         return [r for r in self.steps.values() if r.status == "failed"]
 
 
-def critical_path(records: Mapping[str, StepRecord],
-                  deps: Mapping[str, tuple[str, ...]],
-                  order: list[str]) -> tuple[list[str], float]:
+def critical_path(
+    records: Mapping[str, StepRecord], deps: Mapping[str, tuple[str, ...]], order: list[str]
+) -> tuple[list[str], float]:
     """The chain of dependencies with the most step time, and that time.
 
     Args:
@@ -134,7 +140,7 @@ def critical_path(records: Mapping[str, StepRecord],
         own = rec.duration or 0.0 if rec is not None else 0.0
         before, via = 0.0, None
         for d in deps.get(sid, ()):
-            if best[d] > before or via is None and best[d] >= before:
+            if best[d] > before or (via is None and best[d] >= before):
                 before, via = best[d], d
         best[sid] = before + own
         prev[sid] = via
@@ -152,8 +158,9 @@ def critical_path(records: Mapping[str, StepRecord],
     return path, best[end]
 
 
-def summarize(result: ExecutionResult, deps: Mapping[str, tuple[str, ...]],
-              order: list[str]) -> ExecutionResult:
+def summarize(
+    result: ExecutionResult, deps: Mapping[str, tuple[str, ...]], order: list[str]
+) -> ExecutionResult:
     """Fill `step_time`, `critical_path`, `critical_path_time` and `parallelism`."""
     result.step_time = sum(r.run_time for r in result.steps.values())
     result.critical_path, result.critical_path_time = critical_path(result.steps, deps, order)

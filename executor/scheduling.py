@@ -37,8 +37,13 @@ class Scheduler:
         self.dag = dag
         self.fail_fast = dag.flow.on_failure == "fail_fast"
 
-    def decide(self, step_id: str, statuses: Mapping[str, StepStatus], input: Any,
-               outputs: Mapping[str, Any]) -> Resolution:
+    def decide(
+        self,
+        step_id: str,
+        statuses: Mapping[str, StepStatus],
+        input: Any,
+        outputs: Mapping[str, Any],
+    ) -> Resolution:
         """Decide a step once every dependency is terminal.
 
         Args:
@@ -80,8 +85,9 @@ class Scheduler:
         return "succeeded"
 
 
-def _only_succeeded(outputs: Mapping[str, Any], statuses: Mapping[str, StepStatus],
-                    wanted: frozenset[str]) -> dict[str, Any]:
+def _only_succeeded(
+    outputs: Mapping[str, Any], statuses: Mapping[str, StepStatus], wanted: frozenset[str]
+) -> dict[str, Any]:
     return {s: outputs.get(s) if statuses.get(s) == "succeeded" else None for s in wanted}
 
 

@@ -74,12 +74,14 @@ class Tool:
                 fields[pname] = (annotation, param.default)
         self.required = frozenset(required)
         self.parameters: tuple[str, ...] = tuple(fields)
-        config_base = _InputsBase
+        config_base: type[BaseModel] = _InputsBase
         if self.accepts_any:
-            config_base = type("_InputsAllowExtra", (_InputsBase,), {
-                "model_config": ConfigDict(extra="allow", arbitrary_types_allowed=True)
-            })
-        self.input_model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+            config_base = type(
+                "_InputsAllowExtra",
+                (_InputsBase,),
+                {"model_config": ConfigDict(extra="allow", arbitrary_types_allowed=True)},
+            )
+        self.input_model: type[BaseModel] = create_model(
             f"{self.name}_inputs", __base__=config_base, **fields
         )
         returns = hints.get("return", inspect.Signature.empty)
@@ -195,7 +197,9 @@ class ToolRegistry:
 
     def tool(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Decorator registering into this registry; same options as `executor.tool`."""
-        return tool(fn, registry=self, **options)
+        if fn is None:
+            return tool(registry=self, **options)
+        return tool(registry=self, **options)(fn)
 
 
 default_registry = ToolRegistry()
@@ -237,8 +241,14 @@ def tool(
     """
 
     def decorate(f: Callable[..., Any]) -> Tool:
-        t = Tool(f, name=name, timeout=timeout, retry=retry,
-                 max_concurrency=max_concurrency, description=description)
+        t = Tool(
+            f,
+            name=name,
+            timeout=timeout,
+            retry=retry,
+            max_concurrency=max_concurrency,
+            description=description,
+        )
         return (registry if registry is not None else default_registry).register(t)
 
     return decorate(fn) if fn is not None else decorate

@@ -12,8 +12,9 @@ from executor.references import STEP_ID, ReferenceSyntaxError, iter_refs, parse_
 from executor.tools import ToolRegistry
 
 
-def validate_flow(flow: Flow, registry: ToolRegistry | None = None,
-                  source: str | None = None) -> Dag:
+def validate_flow(
+    flow: Flow, registry: ToolRegistry | None = None, source: str | None = None
+) -> Dag:
     """Check a flow and build its graph.
 
     Args:
@@ -119,8 +120,15 @@ def _refs(step: Step, problems: list[str], where: str) -> Iterable[str]:
     return iter_refs(step.inputs)
 
 
-def _add_dep(dep: str, found: dict[str, None], steps: dict[str, Step], sid: str,
-             problems: list[str], where: str, via: str) -> None:
+def _add_dep(
+    dep: str,
+    found: dict[str, None],
+    steps: dict[str, Step],
+    sid: str,
+    problems: list[str],
+    where: str,
+    via: str,
+) -> None:
     if dep == sid:
         problems.append(f"{where}: {via} refers to the step itself")
     elif dep not in steps:

@@ -140,10 +140,12 @@ class LocalRun:
         else:
             loop.call_soon_threadsafe(self._stop, "cancelled")
 
-    def _emit(self, sid: str, status: str, attempt: int | None = None,
-              error: str | None = None) -> None:
-        self.log.append(RunEvent(self.run_id, sid, status, now(), attempt, error,
-                                 self.backend.worker))
+    def _emit(
+        self, sid: str, status: str, attempt: int | None = None, error: str | None = None
+    ) -> None:
+        self.log.append(
+            RunEvent(self.run_id, sid, status, now(), attempt, error, self.backend.worker)
+        )
 
     # One step --------------------------------------------------------------------
     async def _run_step(self, sid: str) -> None:
@@ -160,8 +162,9 @@ class LocalRun:
             if step.map is not None:
                 status, output = await self._run_map(sid, tool, policy, timeout, scope, t_queued)
             else:
-                status, output, _ = await self._attempts(rec, tool, policy, timeout, scope,
-                                                         t_queued, step.inputs)
+                status, output, _ = await self._attempts(
+                    rec, tool, policy, timeout, scope, t_queued, step.inputs
+                )
         except asyncio.CancelledError:
             status = "cancelled"
             rec.status = status
@@ -183,9 +186,16 @@ class LocalRun:
                 last.error = StepError(type="CancelledError", message="cancelled")
             rec.duration = (rec.finished_at - rec.started_at).total_seconds()
 
-    async def _attempts(self, rec: StepRecord, tool: Tool, policy: RetryPolicy,
-                        timeout: float | None, scope: Scope, t_queued: float,
-                        raw_inputs: Any) -> tuple[StepStatus, Any, StepError | None]:
+    async def _attempts(
+        self,
+        rec: StepRecord,
+        tool: Tool,
+        policy: RetryPolicy,
+        timeout: float | None,
+        scope: Scope,
+        t_queued: float,
+        raw_inputs: Any,
+    ) -> tuple[StepStatus, Any, StepError | None]:
         """Run attempts until one succeeds or the policy gives up; fills `rec`."""
         backend = self.backend
         t_start = 0.0
@@ -233,9 +243,15 @@ class LocalRun:
             if delay > 0:
                 await asyncio.sleep(delay)
 
-    async def _run_map(self, sid: str, tool: Tool, policy: RetryPolicy,
-                       timeout: float | None, scope: Scope,
-                       t_queued: float) -> tuple[StepStatus, Any]:
+    async def _run_map(
+        self,
+        sid: str,
+        tool: Tool,
+        policy: RetryPolicy,
+        timeout: float | None,
+        scope: Scope,
+        t_queued: float,
+    ) -> tuple[StepStatus, Any]:
         step = self.dag.steps[sid]
         rec = self.records[sid]
         assert step.map is not None
@@ -244,8 +260,11 @@ class LocalRun:
         except Exception as exc:
             items = exc
         if not isinstance(items, list):
-            message = (str(items) if isinstance(items, Exception)
-                       else f"map {step.map} is a {type(items).__name__}, not a list")
+            message = (
+                str(items)
+                if isinstance(items, Exception)
+                else f"map {step.map} is a {type(items).__name__}, not a list"
+            )
             rec.error = StepError(type="StepInputError", message=message)
             return "failed", None
         rec.items = [StepRecord(step_id=f"{sid}[{i}]", tool=tool.name) for i in range(len(items))]
@@ -272,8 +291,9 @@ class LocalRun:
                 if not ok:
                     child.status = "skipped"
                     return "skipped", None
-            status, output, _ = await self._attempts(child, tool, policy, timeout, child_scope,
-                                                     time.perf_counter(), step.inputs)
+            status, output, _ = await self._attempts(
+                child, tool, policy, timeout, child_scope, time.perf_counter(), step.inputs
+            )
             child.status = status
             child.output = output
             return status, output
@@ -325,10 +345,18 @@ class LocalRun:
             error = self._error_summary(status)
         steps = {sid: rec.model_copy() for sid, rec in self.records.items()}
         return ExecutionResult(
-            run_id=self.run_id, flow_name=self.flow.name, flow_version=self.flow.version,
-            status=status, inputs=self.inputs, output=output, error=error, steps=steps,
-            submitted_at=self.submitted_at, started_at=self.started_at,
-            finished_at=self.finished_at, wall_time=self.wall_time,
+            run_id=self.run_id,
+            flow_name=self.flow.name,
+            flow_version=self.flow.version,
+            status=status,
+            inputs=self.inputs,
+            output=output,
+            error=error,
+            steps=steps,
+            submitted_at=self.submitted_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            wall_time=self.wall_time,
         )
 
     def _error_summary(self, status: RunStatus) -> str:
@@ -361,8 +389,13 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 class LocalBackend:
     """Runs flows in this process: async tools on the loop, sync tools in threads."""
 
-    def __init__(self, registry: ToolRegistry, max_concurrency: int | None = None,
-                 max_threads: int = 32, worker: str = "local") -> None:
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        max_concurrency: int | None = None,
+        max_threads: int = 32,
+        worker: str = "local",
+    ) -> None:
         self.registry = registry
         self.max_concurrency = max_concurrency
         self.worker = worker
@@ -426,8 +459,9 @@ class LocalBackend:
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="dagrelay-loop",
-                                          daemon=True)
+                thread = threading.Thread(
+                    target=loop.run_forever, name="dagrelay-loop", daemon=True
+                )
                 thread.start()
                 self._loop, self._loop_thread = loop, thread
             return self._loop
