@@ -8,7 +8,7 @@ import socket
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_jsonable_python
 
@@ -21,6 +21,9 @@ from executor.references import iter_refs, parse_ref, walk
 from executor.result import ExecutionResult
 from executor.tools import ToolRegistry, default_registry
 from executor.validation import validate_flow
+
+if TYPE_CHECKING:
+    from executor.backends.redis import RedisBackend
 
 RUN_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
@@ -42,13 +45,22 @@ class FlowExecutor:
         registry: ToolRegistry | None = None,
         max_concurrency: int | None = None,
         max_threads: int = 32,
+        namespace: str = "dagrelay",
+        result_ttl: int = 7 * 24 * 3600,
+        redis_client: Any = None,
+        broker: Any = None,
     ) -> None:
-        if redis_url is not None:
-            raise NotImplementedError(
-                "distributed mode (redis_url=...) is not built yet; use FlowExecutor() "
-                "to run in-process"
-            )
         self.registry = registry if registry is not None else default_registry
+        self.redis_url = redis_url
+        self._redis: RedisBackend | None = None
+        if redis_url is not None or redis_client is not None:
+            # Imported here: the embedded mode must not need a Redis client library.
+            from executor.backends.redis import RedisBackend
+
+            self._redis = RedisBackend(
+                redis_url or "redis://", self.registry, namespace, result_ttl,
+                client=redis_client, broker=broker,
+            )
         self._backend = LocalBackend(
             self.registry,
             max_concurrency=max_concurrency,
@@ -69,7 +81,10 @@ class FlowExecutor:
         """
         if not isinstance(flow, Flow):
             flow = load_flow(flow)
-        dag = validate_flow(flow, self.registry)
+        if self._redis is None:
+            dag = validate_flow(flow, self.registry)
+        else:
+            dag = _validate_distributed(flow, self.registry)
         data = check_inputs(dag, inputs)
         return dag, data
 
@@ -87,6 +102,8 @@ class FlowExecutor:
             FlowValidationError: the flow or input is invalid; nothing was started.
         """
         dag, data = self.prepare(flow, inputs)
+        if self._redis is not None:
+            return self._redis.submit(dag, data, new_run_id(run_id))
         run = self._backend.new_run(dag, data, new_run_id(run_id))
         loop = self._backend.background_loop()
         future = asyncio.run_coroutine_threadsafe(run.execute(), loop)
@@ -118,6 +135,8 @@ class FlowExecutor:
         self, flow: Flow | str | Path, inputs: Mapping[str, Any] | None = None
     ) -> ExecutionResult:
         """Run a flow on the current event loop and return its result."""
+        if self._redis is not None:
+            return await asyncio.to_thread(self.run, flow, inputs)
         dag, data = self.prepare(flow, inputs)
         run = self._backend.new_run(dag, data, new_run_id(None))
         return await run.execute()
@@ -128,7 +147,16 @@ class FlowExecutor:
         Raises:
             RunNotFoundError: no such run.
         """
+        if self._redis is not None:
+            return self._redis.get(new_run_id(run_id))
         return _AttachedHandle(self._backend.get(run_id))
+
+    def list_runs(self, limit: int = 50) -> list[tuple[str, dict[str, str]]]:
+        """Recent runs in Redis (id and summary fields), newest first."""
+        if self._redis is None:
+            return [(rid, {"status": r.status(), "flow_name": r.flow.name})
+                    for rid, r in reversed(self._backend._runs.items())][:limit]
+        return self._redis.store.list_runs(limit)
 
     def close(self) -> None:
         """Release the executor's loop and threads."""
@@ -152,6 +180,19 @@ class _AttachedHandle(LocalRunHandle):
         for _ in self._run.log.follow(timeout):
             pass
         return self._run.snapshot()
+
+
+def _validate_distributed(flow: Flow, registry: ToolRegistry) -> Dag:
+    """Structure, plus inputs of the tools this process knows: workers may know more."""
+    dag = validate_flow(flow, None)
+    problems = [
+        f"step {sid!r}: tool {step.tool!r}: {p}"
+        for sid, step in dag.steps.items() if step.tool in registry
+        for p in registry.get(step.tool).check_inputs(set(step.inputs))
+    ]
+    if problems:
+        raise FlowValidationError(problems)
+    return dag
 
 
 def new_run_id(run_id: str | None) -> str:

@@ -1,0 +1,47 @@
+-- Claim a step for one attempt, and load what the worker needs, in one round trip.
+-- KEYS: meta status remaining out rec att claims events times
+-- ARGV: step, message attempt, token, lease ms, started_at, worker, deps whose outputs to return...
+-- Returns {'ok', attempt, queued_at, first started_at, lost attempt or 0, outputs...}
+-- or {'done'|'stopped'|'busy'|'stale'|'missing', detail}.
+local step = ARGV[1]
+local st = redis.call('HGET', KEYS[2], step)
+if not st then return {'missing', ''} end
+if st ~= 'queued' and st ~= 'running' then return {'done', st} end
+local stop = redis.call('HGET', KEYS[1], 'stop')
+if stop and stop ~= '' then return {'stopped', stop} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wanted = tonumber(ARGV[2])
+local attempt
+local lost = 0
+if st == 'queued' then
+  local expected = tonumber(redis.call('HGET', KEYS[7], step .. ':next') or '1')
+  if wanted ~= expected then return {'stale', tostring(expected)} end
+  attempt = expected
+else
+  -- Running: a duplicate while the lease lives is dropped; after it expired, the
+  -- holder is presumed dead and this delivery takes over with a new attempt.
+  local claim = redis.call('HGET', KEYS[7], step)
+  local cur, expiry = 0, 0
+  if claim then
+    local a, e = string.match(claim, '^(%d+)|[^|]*|(%d+)$')
+    cur, expiry = tonumber(a), tonumber(e)
+  end
+  if expiry > now then return {'busy', tostring(cur)} end
+  if wanted < cur then return {'stale', tostring(cur)} end
+  lost = cur
+  attempt = cur + 1
+end
+redis.call('HSET', KEYS[2], step, 'running')
+redis.call('HSET', KEYS[7], step, attempt .. '|' .. ARGV[3] .. '|' .. (now + tonumber(ARGV[4])))
+redis.call('HSETNX', KEYS[9], step .. ':s', ARGV[5])
+redis.call('HSET', KEYS[6], step .. ':' .. attempt,
+  cjson.encode({number = attempt, started_at = ARGV[5], worker = ARGV[6]}))
+redis.call('XADD', KEYS[8], '*', 'step', step, 'status', 'running', 'attempt', attempt,
+  'worker', ARGV[6], 'at', ARGV[5])
+local reply = {'ok', attempt, redis.call('HGET', KEYS[9], step .. ':q') or '',
+  redis.call('HGET', KEYS[9], step .. ':s') or '', lost}
+for i = 7, #ARGV do
+  reply[#reply + 1] = redis.call('HGET', KEYS[4], ARGV[i]) or ''
+end
+return reply

@@ -1,0 +1,18 @@
+-- Move decided-to-run steps from pending to queued; only those are then sent.
+-- KEYS: meta status remaining out rec att claims events times
+-- ARGV: queued_at, steps...
+-- Returns the steps that moved (a step already queued by another process is left out).
+local stop = redis.call('HGET', KEYS[1], 'stop')
+if stop and stop ~= '' then return {} end
+local moved = {}
+for i = 2, #ARGV do
+  local step = ARGV[i]
+  if redis.call('HGET', KEYS[2], step) == 'pending' then
+    redis.call('HSET', KEYS[2], step, 'queued')
+    redis.call('HSET', KEYS[9], step .. ':q', ARGV[1])
+    redis.call('HSET', KEYS[7], step .. ':next', 1)
+    redis.call('XADD', KEYS[8], '*', 'step', step, 'status', 'queued', 'at', ARGV[1])
+    moved[#moved + 1] = step
+  end
+end
+return moved

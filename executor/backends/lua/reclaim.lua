@@ -1,0 +1,32 @@
+-- Sweeper: a running step whose lease expired (its worker died) is queued again.
+-- KEYS: meta status remaining out rec att claims events times
+-- ARGV: step, at
+-- Returns {1, next attempt} to re-send, {2, lost attempt} when the run is stopping (the
+-- caller records the step cancelled), or {0} when the lease is alive or the step moved on.
+local step = ARGV[1]
+if redis.call('HGET', KEYS[2], step) ~= 'running' then return {0} end
+local claim = redis.call('HGET', KEYS[7], step)
+if not claim then return {0} end
+local a, e = string.match(claim, '^(%d+)|[^|]*|(%d+)$')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(e) > now then return {0} end
+local attempt = tonumber(a)
+local field = step .. ':' .. attempt
+local raw = redis.call('HGET', KEYS[6], field)
+if raw then
+  local rec = cjson.decode(raw)
+  if rec['finished_at'] == nil then
+    rec['finished_at'] = ARGV[2]
+    rec['error'] = {type = 'WorkerLost', message = 'the worker stopped renewing its lease'}
+    redis.call('HSET', KEYS[6], field, cjson.encode(rec))
+  end
+end
+local stop = redis.call('HGET', KEYS[1], 'stop')
+if stop and stop ~= '' then return {2, attempt} end
+redis.call('HSET', KEYS[2], step, 'queued')
+redis.call('HSET', KEYS[7], step .. ':next', attempt + 1)
+redis.call('HDEL', KEYS[7], step)
+redis.call('XADD', KEYS[8], '*', 'step', step, 'status', 'requeued', 'attempt', attempt,
+  'at', ARGV[2], 'error', 'worker lost')
+return {1, attempt + 1}

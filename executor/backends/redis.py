@@ -1,0 +1,232 @@
+"""The distributed backend, client side: create runs in Redis, send roots, read events."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from executor.backends.redis_store import DEFAULT_TTL, RedisStore, RunData
+from executor.coordinator import ACTOR_NAME, Coordinator, RunContext, now_iso
+from executor.dag import Dag
+from executor.errors import DagrelayError, RunNotFoundError
+from executor.events import RunEvent
+from executor.handle import RunHandle
+from executor.result import (
+    TERMINAL_RUN,
+    Attempt,
+    ExecutionResult,
+    RunStatus,
+    StepRecord,
+    summarize,
+)
+from executor.tools import ToolRegistry
+
+# Dramatiq's own time limit is only a backstop behind dagrelay's per-attempt timeouts.
+TIME_LIMIT_GRACE_MS = 5_000
+NO_TIME_LIMIT_MS = 7 * 24 * 3600 * 1000
+
+
+def redact(url: str) -> str:
+    """A Redis URL with its password replaced, safe for logs and errors."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def connect(url: str) -> redis.Redis:
+    """A decoded-strings client for run state, checked with a PING.
+
+    Raises:
+        DagrelayError: Redis is unreachable, naming the (redacted) URL.
+    """
+    try:
+        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30,
+                                      socket_connect_timeout=5)
+        client.ping()
+    except (redis.RedisError, ValueError, OSError) as exc:
+        raise DagrelayError(f"cannot reach Redis at {redact(url)}: {exc}") from None
+    return client
+
+
+class BrokerSender:
+    """Sends step messages (`run_step(run_id, step_id, attempt)`) through a Dramatiq broker."""
+
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self.broker = broker
+
+    def send(self, run_id: str, step_id: str, attempt: int, queue: str,
+             delay_ms: int | None = None, time_limit_ms: int | None = None) -> None:
+        limit = NO_TIME_LIMIT_MS if time_limit_ms is None else time_limit_ms + TIME_LIMIT_GRACE_MS
+        message = dramatiq.Message(
+            queue_name=queue, actor_name=ACTOR_NAME, args=(run_id, step_id, attempt),
+            kwargs={}, options={"time_limit": limit, "max_retries": 0},
+        )
+        self.broker.enqueue(message, delay=delay_ms or None)
+
+
+class RedisBackend:
+    """Submits runs for workers and follows them through Redis."""
+
+    def __init__(self, url: str, registry: ToolRegistry, namespace: str = "dagrelay",
+                 result_ttl: int = DEFAULT_TTL, client: redis.Redis | None = None,
+                 broker: dramatiq.Broker | None = None) -> None:
+        self.url = url
+        self.registry = registry
+        self.client = client if client is not None else connect(url)
+        self.store = RedisStore(self.client, namespace, result_ttl)
+        if broker is None:
+            broker = RedisBroker(url=url, middleware=[])
+        self.broker = broker
+        self.coordinator = Coordinator(self.store, BrokerSender(broker), self._tool_timeout)
+
+    def _tool_timeout(self, name: str) -> float | None:
+        return self.registry.get(name).timeout if name in self.registry else None
+
+    def submit(self, dag: Dag, inputs: Any, run_id: str) -> RedisRunHandle:
+        flow = dag.flow
+        now = datetime.now(UTC)
+        meta = {
+            "flow": flow.model_dump_json(), "inputs": json.dumps(inputs),
+            "flow_name": flow.name, "flow_version": flow.version, "status": "running",
+            "submitted_at": now.isoformat(), "started_at": now.isoformat(),
+        }
+        deadline = time.time() + flow.timeout if flow.timeout else None
+        try:
+            self.store.create_run(run_id, meta, list(dag.steps),
+                                  {s: len(d) for s, d in dag.deps.items()}, deadline)
+        except ValueError as exc:
+            raise DagrelayError(str(exc)) from None
+        ctx = RunContext.build(run_id, flow, inputs, dag)
+        self.coordinator.remember(ctx)
+        self.coordinator.start(ctx)
+        return RedisRunHandle(self, run_id)
+
+    def get(self, run_id: str) -> RedisRunHandle:
+        self.store.run_meta(run_id, "status")  # raises RunNotFoundError
+        return RedisRunHandle(self, run_id)
+
+    def build_result(self, run_id: str) -> ExecutionResult:
+        data = self.store.read_run(run_id)
+        ctx = self.coordinator.context(run_id)
+        return result_from(run_id, data, ctx)
+
+
+class RedisRunHandle(RunHandle):
+    """A run stored in Redis; works from any process that can reach it."""
+
+    def __init__(self, backend: RedisBackend, run_id: str) -> None:
+        self._backend = backend
+        self.run_id = run_id
+
+    def status(self) -> RunStatus:
+        return self._backend.store.run_meta(self.run_id, "status")["status"]  # type: ignore[return-value]
+
+    def result(self) -> ExecutionResult:
+        return self._backend.build_result(self.run_id)
+
+    def cancel(self) -> None:
+        self._backend.coordinator.stop(self.run_id, "cancelled")
+
+    def wait(self, timeout: float | None = None) -> ExecutionResult:
+        for _ in self.events(timeout):
+            pass
+        return self.result()
+
+    def events(self, timeout: float | None = None) -> Iterator[RunEvent]:
+        store = self._backend.store
+        deadline = None if timeout is None else time.monotonic() + timeout
+        run_deadline = self._run_deadline()
+        last = "0-0"
+        while True:
+            block = 1000
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"run {self.run_id} did not finish within {timeout}s (it is still running)"
+                    )
+                block = max(1, min(block, int(left * 1000)))
+            entries = store.read_events(self.run_id, last, block)
+            if not entries:
+                # Blocking read timed out: make sure the run still exists (persistence
+                # off and Redis restarted means its state is gone: say so, never hang),
+                # and enforce its timeout even when no worker sweeper is alive.
+                meta = store.run_meta(self.run_id, "status")
+                if meta.get("status") in TERMINAL_RUN:
+                    return
+                if run_deadline is not None and time.time() > run_deadline:
+                    self._backend.coordinator.stop(self.run_id, "timed_out")
+                continue
+            for entry_id, fields in entries:
+                last = entry_id
+                event = _event(self.run_id, fields)
+                yield event
+                if event.step_id is None:
+                    return
+
+    def _run_deadline(self) -> float | None:
+        score = self._backend.client.zscore(self._backend.store.deadlines_key, self.run_id)
+        return float(score) if score is not None else None  # type: ignore[arg-type]
+
+
+def _event(run_id: str, f: dict[str, str]) -> RunEvent:
+    at = datetime.fromisoformat(f["at"]) if f.get("at") else datetime.now(UTC)
+    attempt = f.get("attempt")
+    return RunEvent(
+        run_id=run_id, step_id=f.get("step") or None, status=f.get("status", ""), at=at,
+        attempt=int(attempt) if attempt else None, error=f.get("error") or None,
+        worker=f.get("worker") or None,
+    )
+
+
+def result_from(run_id: str, data: RunData, ctx: RunContext) -> ExecutionResult:
+    """Assemble an `ExecutionResult` from a run's stored state."""
+    meta = data.meta
+    attempts: dict[str, list[Attempt]] = {}
+    for field, raw in data.attempts.items():
+        sid, _, _ = field.rpartition(":")
+        attempts.setdefault(sid, []).append(Attempt.model_validate_json(raw))
+    steps: dict[str, StepRecord] = {}
+    for sid, step in ctx.dag.steps.items():
+        raw = data.records.get(sid)
+        base: dict[str, Any] = json.loads(raw) if raw else {}
+        base.update(step_id=sid, tool=step.tool, status=data.status.get(sid, "pending"))
+        base.setdefault("queued_at", data.times.get(f"{sid}:q"))
+        base.setdefault("started_at", data.times.get(f"{sid}:s"))
+        base["attempts"] = sorted(attempts.get(sid, []), key=lambda a: a.number)
+        if sid in data.outputs:
+            base["output"] = json.loads(data.outputs[sid])
+        steps[sid] = StepRecord.model_validate(base)
+    status = meta.get("status", "running")
+    wall = meta.get("wall_time")
+    result = ExecutionResult(
+        run_id=run_id, flow_name=meta.get("flow_name", ctx.dag.flow.name),
+        flow_version=meta.get("flow_version", ctx.dag.flow.version),
+        status=status,  # type: ignore[arg-type]
+        inputs=ctx.inputs,
+        output=json.loads(meta["output"]) if meta.get("output") else None,
+        error=meta.get("error") or None, steps=steps,
+        submitted_at=meta.get("submitted_at"),  # type: ignore[arg-type]
+        started_at=meta.get("started_at"),  # type: ignore[arg-type]
+        finished_at=meta.get("finished_at") or None,  # type: ignore[arg-type]
+        wall_time=float(wall) if wall else None,
+    )
+    if status in TERMINAL_RUN:
+        summarize(result, ctx.dag.deps, ctx.dag.topological_order())
+    return result

@@ -1,0 +1,249 @@
+"""Run state in Redis: every key of a run under one hash tag, changed only by Lua scripts.
+
+Keys of run R (namespace N): `N:{R}:meta` (flow, input, status, stop reason, counters),
+`:status`, `:remaining` (unfinished dependencies), `:out` (outputs), `:rec` (final step
+records), `:att` (attempts, `step:n`), `:claims` (`attempt|token|lease expiry`),
+`:events` (a stream), `:times` (queued/started timestamps). Cross-run indexes (`N:runs`,
+`N:leases`, `N:deadlines`) are sorted sets outside the tag: only hints, each checked
+against the run's own keys by a script.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+
+from executor.errors import RunNotFoundError
+
+KEY_NAMES = ("meta", "status", "remaining", "out", "rec", "att", "claims", "events", "times")
+SCRIPTS = ("claim", "complete", "enqueue", "retry", "renew", "reclaim", "stop", "finish")
+DEFAULT_TTL = 7 * 24 * 3600
+
+
+def _load_script(name: str) -> str:
+    return (resources.files("executor.backends") / "lua" / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The answer to a claim: `kind` is `ok` or why the step is not this message's to run."""
+
+    kind: str
+    attempt: int = 0
+    queued_at: str | None = None
+    started_at: str | None = None
+    lost_attempt: int = 0
+    outputs: dict[str, Any] | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What recording a terminal status did."""
+
+    applied: bool
+    unfinished: int = -1
+    stop: str = ""
+    ready: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class RunData:
+    """Everything stored about a run, read in one round trip."""
+
+    meta: dict[str, str]
+    status: dict[str, str]
+    outputs: dict[str, str]
+    records: dict[str, str]
+    attempts: dict[str, str]
+    times: dict[str, str]
+
+
+class RedisStore:
+    """Reads and changes run state; the only code that knows the key layout."""
+
+    def __init__(self, client: redis.Redis, namespace: str = "dagrelay",
+                 result_ttl: int = DEFAULT_TTL) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.result_ttl = result_ttl
+        self._scripts = {n: client.register_script(_load_script(n)) for n in SCRIPTS}
+        self.runs_key = f"{namespace}:runs"
+        self.leases_key = f"{namespace}:leases"
+        self.deadlines_key = f"{namespace}:deadlines"
+
+    def keys(self, run_id: str) -> list[str]:
+        """The run's keys, in the order every script expects."""
+        return [f"{self.namespace}:{{{run_id}}}:{name}" for name in KEY_NAMES]
+
+    def _run(self, script: str, run_id: str, args: list[Any]) -> Any:
+        return self._scripts[script](keys=self.keys(run_id), args=args)
+
+    # Creating and reading runs ---------------------------------------------------------
+    def create_run(self, run_id: str, meta: dict[str, Any], steps: list[str],
+                   remaining: dict[str, int], deadline: float | None) -> None:
+        """Write a new run atomically (MULTI): meta, every step pending, counters.
+
+        Raises:
+            ValueError: a run with this id exists already.
+        """
+        k = self.keys(run_id)
+        if self.client.exists(k[0]):
+            raise ValueError(f"run {run_id!r} exists already")
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(k[0], mapping={**meta, "unfinished": len(steps), "stop": ""})
+        pipe.hset(k[1], mapping=dict.fromkeys(steps, "pending"))
+        counts = {s: n for s, n in remaining.items() if n}
+        if counts:
+            pipe.hset(k[2], mapping=counts)
+        pipe.zadd(self.runs_key, {run_id: time.time()})
+        if deadline is not None:
+            pipe.zadd(self.deadlines_key, {run_id: deadline})
+        pipe.execute()
+
+    def run_meta(self, run_id: str, *fields: str) -> dict[str, str]:
+        """Some fields of the run's meta hash.
+
+        Raises:
+            RunNotFoundError: no such run (or its results expired).
+        """
+        values = self.client.hmget(self.keys(run_id)[0], list(fields))
+        if all(v is None for v in values):
+            raise RunNotFoundError(f"no run {run_id!r} (unknown, or its results expired)")
+        return {f: v for f, v in zip(fields, values, strict=True) if v is not None}
+
+    def read_run(self, run_id: str) -> RunData:
+        """The whole run, for building its result."""
+        k = self.keys(run_id)
+        pipe = self.client.pipeline(transaction=False)
+        for key in (k[0], k[1], k[3], k[4], k[5], k[8]):
+            pipe.hgetall(key)
+        meta, status, out, rec, att, times = pipe.execute()
+        if not meta:
+            raise RunNotFoundError(f"no run {run_id!r} (unknown, or its results expired)")
+        return RunData(meta, status, out, rec, att, times)
+
+    def dep_state(self, run_id: str, steps: list[str], outputs: list[str]
+                  ) -> tuple[dict[str, str], dict[str, Any]]:
+        """Statuses of some steps and the outputs of others, in one round trip."""
+        k = self.keys(run_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(k[1], steps or ["-"])
+        pipe.hmget(k[3], outputs or ["-"])
+        st, out = pipe.execute()
+        statuses = {s: v for s, v in zip(steps, st, strict=False) if v is not None}
+        outs = {s: json.loads(v) for s, v in zip(outputs, out, strict=False) if v is not None}
+        return statuses, outs
+
+    def all_statuses(self, run_id: str) -> dict[str, str]:
+        return self.client.hgetall(self.keys(run_id)[1])  # type: ignore[return-value]
+
+    def all_outputs(self, run_id: str) -> dict[str, Any]:
+        raw = self.client.hgetall(self.keys(run_id)[3])
+        return {s: json.loads(v) for s, v in raw.items()}  # type: ignore[union-attr]
+
+    def read_events(self, run_id: str, after: str, block_ms: int | None,
+                    count: int = 1000) -> list[tuple[str, dict[str, str]]]:
+        """Events after stream id `after`, waiting up to `block_ms` for the first."""
+        reply = self.client.xread({self.keys(run_id)[7]: after}, count=count, block=block_ms)
+        if not reply:
+            return []
+        return list(reply[0][1])  # type: ignore[index]
+
+    def list_runs(self, limit: int = 50) -> list[tuple[str, dict[str, str]]]:
+        """Recent runs, newest first, with their meta (expired ones left out)."""
+        ids = self.client.zrevrange(self.runs_key, 0, limit - 1)
+        pipe = self.client.pipeline(transaction=False)
+        fields = ["flow_name", "status", "submitted_at", "finished_at", "wall_time"]
+        for rid in ids:  # type: ignore[union-attr]
+            pipe.hmget(self.keys(rid)[0], fields)
+        out = []
+        for rid, values in zip(ids, pipe.execute(), strict=True):  # type: ignore[arg-type]
+            if values[1] is not None:
+                out.append((rid, {f: v for f, v in zip(fields, values, strict=True) if v}))
+        return out
+
+    # Step transitions (each one script) --------------------------------------------------
+    def claim(self, run_id: str, step: str, attempt: int, token: str, lease_ms: int,
+              started_at: str, worker: str, needs: tuple[str, ...]) -> Claim:
+        """Claim a step for an attempt and load the outputs it reads."""
+        r = self._run("claim", run_id,
+                      [step, attempt, token, lease_ms, started_at, worker, *needs])
+        if r[0] != "ok":
+            return Claim(kind=r[0], detail=r[1] if len(r) > 1 else "")
+        outputs = {s: json.loads(v) for s, v in zip(needs, r[5:], strict=True) if v != ""}
+        return Claim("ok", int(r[1]), r[2] or None, r[3] or None, int(r[4]), outputs)
+
+    def complete(self, run_id: str, step: str, status: str, output_json: str,
+                 record: dict[str, Any], at: str, worker: str, attempt: int | None,
+                 attempt_json: str, error: str, dependents: tuple[str, ...]) -> Completion:
+        """Record a terminal status once; returns the dependents that became ready."""
+        r = self._run("complete", run_id, [
+            step, status, output_json, json.dumps(record), at, worker,
+            "" if attempt is None else attempt, attempt_json, error, *dependents,
+        ])
+        if r[0] != 1:
+            return Completion(False)
+        return Completion(True, int(r[1]), r[2], tuple(r[3:]))
+
+    def mark_queued(self, run_id: str, steps: list[str], queued_at: str) -> list[str]:
+        """Move pending steps to queued; returns those that moved (they must be sent)."""
+        return list(self._run("enqueue", run_id, [queued_at, *steps]))
+
+    def retry(self, run_id: str, step: str, attempt: int, attempt_json: str, at: str,
+              worker: str, error: str) -> bool:
+        """Queue a step again after a failed attempt; True if the caller must send it."""
+        return bool(self._run("retry", run_id, [step, attempt, attempt_json, at, worker, error]))
+
+    def renew(self, run_id: str, step: str, attempt: int, lease_ms: int) -> tuple[bool, str]:
+        """Extend a lease; returns (still held, the run's stop reason or '')."""
+        held, stop = self._run("renew", run_id, [step, attempt, lease_ms])
+        return bool(held), stop
+
+    def reclaim(self, run_id: str, step: str, at: str) -> tuple[int, int]:
+        """Queue a step whose lease expired; see reclaim.lua for the answer."""
+        r = self._run("reclaim", run_id, [step, at])
+        return int(r[0]), int(r[1]) if len(r) > 1 else 0
+
+    def stop(self, run_id: str, reason: str, at: str) -> tuple[bool, int, list[str]]:
+        """Stop a run; returns (this call stopped it, unfinished, running steps)."""
+        r = self._run("stop", run_id, [reason, at])
+        if r[0] != 1:
+            return False, -1, []
+        return True, int(r[1]), list(r[2:])
+
+    def finish(self, run_id: str, status: str, finished_at: str, output_json: str,
+               error: str, wall_time: float) -> bool:
+        """Write the final status once and set the TTL on every key of the run."""
+        done = self._run("finish", run_id, [status, finished_at, output_json, error,
+                                            repr(wall_time), self.result_ttl])
+        if done:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrem(self.deadlines_key, run_id)
+            pipe.execute()
+        return bool(done)
+
+    # Cross-run indexes ------------------------------------------------------------------
+    def set_leases(self, leases: dict[str, float]) -> None:
+        """Record lease expiries (`run|step` → epoch seconds) for the sweeper."""
+        if leases:
+            self.client.zadd(self.leases_key, leases)
+
+    def drop_lease(self, run_id: str, step: str) -> None:
+        self.client.zrem(self.leases_key, f"{run_id}|{step}")
+
+    def expired_leases(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
+        members = self.client.zrangebyscore(self.leases_key, 0, now, start=0, num=limit)
+        return [tuple(m.split("|", 1)) for m in members]  # type: ignore[union-attr,misc]
+
+    def take_lease_hint(self, run_id: str, step: str) -> bool:
+        """Remove a lease hint; True for exactly one of several sweepers."""
+        return bool(self.client.zrem(self.leases_key, f"{run_id}|{step}"))
+
+    def overdue_runs(self, now: float, limit: int = 100) -> list[str]:
+        return list(self.client.zrangebyscore(self.deadlines_key, 0, now, start=0, num=limit))

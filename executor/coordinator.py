@@ -1,0 +1,214 @@
+"""The coordinator: turns a completion into the next steps, wherever a step completes.
+
+It runs in the worker that finished a step (and in the client for the roots). The
+scheduling core decides; the store records atomically; the sender puts messages on the
+broker. Nothing here waits on a central loop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from executor.backends.redis_store import Completion, RedisStore
+from executor.dag import Dag
+from executor.flow import Flow
+from executor.references import Scope, iter_refs, parse_ref
+from executor.result import StepError
+from executor.scheduling import Scheduler
+from executor.validation import validate_flow
+
+DEFAULT_QUEUE = "dagrelay"
+ACTOR_NAME = "run_step"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class Sender(Protocol):
+    """Puts a step message on the broker (ids only, never data)."""
+
+    def send(self, run_id: str, step_id: str, attempt: int, queue: str,
+             delay_ms: int | None = None, time_limit_ms: int | None = None) -> None: ...
+
+
+@dataclass(slots=True)
+class RunContext:
+    """A run's flow and input, parsed once per process and cached."""
+
+    run_id: str
+    dag: Dag
+    inputs: Any
+    scheduler: Scheduler
+    needs: dict[str, tuple[str, ...]]  # steps whose outputs each step's inputs read
+
+    @classmethod
+    def build(cls, run_id: str, flow: Flow, inputs: Any, dag: Dag | None = None) -> RunContext:
+        dag = dag or validate_flow(flow)
+        needs = {}
+        for sid, step in dag.steps.items():
+            texts = list(iter_refs(step.inputs)) + ([step.map] if step.map else [])
+            found: dict[str, None] = {}
+            for text in texts:
+                ref = parse_ref(text)
+                if ref.step is not None:
+                    found[ref.step] = None
+            pred = dag.predicates.get(sid)
+            if pred is not None and step.map is not None:
+                found.update(dict.fromkeys(pred.steps))
+            needs[sid] = tuple(found)
+        return cls(run_id, dag, inputs, Scheduler(dag), needs)
+
+    def queue(self, step_id: str) -> str:
+        return self.dag.steps[step_id].queue or DEFAULT_QUEUE
+
+    def time_limit_ms(self, step_id: str, tool_timeout: float | None) -> int | None:
+        t = self.dag.steps[step_id].timeout or tool_timeout
+        return None if t is None else int(t * 1000)
+
+
+class Coordinator:
+    """Decides and records what follows each completion, for any number of runs."""
+
+    def __init__(self, store: RedisStore, sender: Sender,
+                 tool_timeout: Callable[[str], float | None] = lambda name: None,
+                 cache_size: int = 256) -> None:
+        self.store = store
+        self.sender = sender
+        self.tool_timeout = tool_timeout
+        self._cache: OrderedDict[str, RunContext] = OrderedDict()
+        self._cache_size = cache_size
+
+    def context(self, run_id: str) -> RunContext:
+        """The run's context, from the cache or read once from Redis."""
+        ctx = self._cache.get(run_id)
+        if ctx is None:
+            meta = self.store.run_meta(run_id, "flow", "inputs")
+            flow = Flow.model_validate_json(meta["flow"])
+            ctx = RunContext.build(run_id, flow, json.loads(meta["inputs"]))
+            self.remember(ctx)
+        else:
+            self._cache.move_to_end(run_id)
+        return ctx
+
+    def remember(self, ctx: RunContext) -> None:
+        self._cache[ctx.run_id] = ctx
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    # Driving a run ------------------------------------------------------------------
+    def start(self, ctx: RunContext) -> None:
+        """Decide the roots of a freshly created run."""
+        self.resolve(ctx, ctx.dag.roots)
+
+    def completed(self, ctx: RunContext, step_id: str, status: str, *, output_json: str = "",
+                  record: dict[str, Any], worker: str = "", attempt: int | None = None,
+                  attempt_json: str = "", error: str = "") -> Completion:
+        """Record a step's terminal status and carry the run forward."""
+        done = self.store.complete(
+            ctx.run_id, step_id, status, output_json, record, now_iso(), worker, attempt,
+            attempt_json, error, ctx.dag.dependents[step_id],
+        )
+        self._after(ctx, step_id, status, done)
+        return done
+
+    def _after(self, ctx: RunContext, step_id: str, status: str, done: Completion) -> None:
+        if not done.applied:
+            return
+        if ctx.scheduler.stops_run(status):  # type: ignore[arg-type]
+            self.stop(ctx.run_id, "failed")
+            return
+        if done.ready:
+            self.resolve(ctx, list(done.ready))
+        elif done.unfinished == 0:
+            self.finalize(ctx)
+
+    def resolve(self, ctx: RunContext, ready: list[str]) -> None:
+        """Decide steps whose dependencies are all terminal: send, skip or fail them."""
+        work = ready
+        while work:
+            deps = sorted({d for s in work for d in ctx.dag.deps[s]})
+            pred_steps = sorted({
+                d for s in work if (p := ctx.dag.predicates.get(s)) is not None for d in p.steps
+            })
+            statuses, outputs = self.store.dep_state(ctx.run_id, deps, pred_steps)
+            to_run: list[str] = []
+            later: list[str] = []
+            for sid in work:
+                res = ctx.scheduler.decide(sid, statuses, ctx.inputs, outputs)  # type: ignore[arg-type]
+                if res.decision == "run":
+                    to_run.append(sid)
+                    continue
+                record = _resolved_record(sid, ctx, res.decision, res.error)
+                done = self.store.complete(
+                    ctx.run_id, sid, res.decision, "", record, now_iso(), "", None, "",
+                    str(res.error) if res.error else "", ctx.dag.dependents[sid],
+                )
+                if not done.applied:
+                    continue
+                if ctx.scheduler.stops_run(res.decision):
+                    self.stop(ctx.run_id, "failed")
+                    return
+                later.extend(done.ready)
+                if done.unfinished == 0:
+                    self.finalize(ctx)
+            if to_run:
+                for sid in self.store.mark_queued(ctx.run_id, to_run, now_iso()):
+                    tool = ctx.dag.steps[sid].tool
+                    self.sender.send(ctx.run_id, sid, 1, ctx.queue(sid),
+                                     time_limit_ms=ctx.time_limit_ms(sid, self.tool_timeout(tool)))
+            work = later
+
+    def stop(self, run_id: str, reason: str) -> list[str]:
+        """Stop a run; returns the steps still running (their workers are told)."""
+        stopped, unfinished, running = self.store.stop(run_id, reason, now_iso())
+        if stopped and unfinished == 0:
+            self.finalize(self.context(run_id))
+        return running
+
+    def finalize(self, ctx: RunContext) -> None:
+        """Compute and write the run's final status (once; later calls change nothing)."""
+        meta = self.store.run_meta(ctx.run_id, "stop", "started_at", "status")
+        if meta.get("status") not in ("running", "pending"):
+            return
+        statuses = self.store.all_statuses(ctx.run_id)
+        stop = meta.get("stop") or None
+        status = ctx.scheduler.run_status(statuses, stop)  # type: ignore[arg-type]
+        output_json, error = "", ""
+        if status == "succeeded" and ctx.dag.flow.output is not None:
+            try:
+                output = Scope(ctx.inputs, self.store.all_outputs(ctx.run_id)).resolve(
+                    ctx.dag.flow.output)
+                output_json = json.dumps(output)
+            except Exception as exc:
+                status, error = "failed", f"output: {exc}"
+        elif status != "succeeded":
+            error = self._error_summary(ctx, status, statuses)
+        finished = datetime.now(UTC)
+        started = datetime.fromisoformat(meta["started_at"])
+        wall = (finished - started).total_seconds()
+        self.store.finish(ctx.run_id, status, finished.isoformat(), output_json, error, wall)
+
+    def _error_summary(self, ctx: RunContext, status: str, statuses: dict[str, str]) -> str:
+        if status == "cancelled":
+            return "run cancelled"
+        if status == "timed_out":
+            return f"run exceeded its timeout of {ctx.dag.flow.timeout}s"
+        for sid in ctx.dag.steps:
+            if statuses.get(sid) == "failed":
+                raw = self.store.client.hget(self.store.keys(ctx.run_id)[4], sid)
+                err = json.loads(raw).get("error") if raw else None  # type: ignore[arg-type]
+                if err:
+                    return f"step {sid!r} failed: {err['type']}: {err['message']}"
+                return f"step {sid!r} failed"
+        return "run failed"
+
+
+def _resolved_record(sid: str, ctx: RunContext, status: str,
+                     error: StepError | None) -> dict[str, Any]:
+    return {"status": status, "error": error.model_dump() if error else None}

@@ -1,0 +1,152 @@
+"""Per-process watcher of running steps: renews leases, delivers cancels and timeouts.
+
+One thread per worker process. While steps run it wakes often enough to renew their
+leases (a third of the lease), to notice that their run is stopping (fail-fast, cancel,
+timeout), and to interrupt a sync tool at its deadline. With nothing running it sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from dramatiq.middleware.threading import raise_thread_exception
+
+from executor.backends.redis_store import RedisStore
+
+log = logging.getLogger("dagrelay.worker")
+STOP_CHECK_SECONDS = 0.25
+
+
+class StepCancelled(BaseException):
+    """Raised inside a step whose run is stopping. BaseException: tools can't swallow it."""
+
+
+class StepTimedOut(BaseException):
+    """Raised inside a sync tool at its deadline."""
+
+
+@dataclass(eq=False)
+class Tracked:
+    """A step attempt running in this process."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    thread_id: int
+    loop: asyncio.AbstractEventLoop | None = None
+    task: asyncio.Task[object] | None = None
+    deadline: float | None = None  # monotonic, sync tools only
+    in_call: bool = False
+    reason: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def interrupt(self, reason: str) -> None:
+        """Stop the attempt: cancel its coroutine, or raise into its sync call."""
+        with self.lock:
+            if self.reason is not None:
+                return
+            self.reason = reason
+            if self.task is not None and self.loop is not None:
+                self.loop.call_soon_threadsafe(self.task.cancel)
+            elif self.in_call:
+                exc = StepTimedOut if reason == "timeout" else StepCancelled
+                raise_thread_exception(self.thread_id, exc)
+
+
+class Monitor:
+    """Renews leases of tracked attempts and interrupts them when needed."""
+
+    def __init__(self, store: RedisStore, lease_seconds: float) -> None:
+        self.store = store
+        self.lease_seconds = lease_seconds
+        self._tracked: set[Tracked] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_renew = 0.0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="dagrelay-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def track(self, run_id: str, step_id: str, attempt: int) -> Tracked:
+        t = Tracked(run_id, step_id, attempt, threading.get_ident())
+        with self._lock:
+            self._tracked.add(t)
+        self._wake.set()
+        return t
+
+    def untrack(self, t: Tracked) -> None:
+        with self._lock:
+            self._tracked.discard(t)
+
+    @contextlib.contextmanager
+    def sync_call(self, t: Tracked, timeout: float | None) -> Iterator[None]:
+        """Mark the window in which a sync tool may be interrupted."""
+        with t.lock:
+            t.in_call = True
+            t.deadline = None if timeout is None else time.monotonic() + timeout
+            reason = t.reason
+        if reason is not None:
+            raise StepCancelled()
+        self._wake.set()
+        try:
+            yield
+        finally:
+            with t.lock:
+                t.in_call = False
+                t.deadline = None
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                tracked = list(self._tracked)
+            if not tracked:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            now = time.monotonic()
+            try:
+                self._check(tracked, now)
+            except Exception:  # Redis hiccup: try again next tick, leases have slack
+                log.exception("lease renewal failed")
+            deadlines = [t.deadline for t in tracked if t.deadline is not None]
+            wait = STOP_CHECK_SECONDS
+            if deadlines:
+                wait = max(0.0, min(wait, min(deadlines) - time.monotonic()))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _check(self, tracked: list[Tracked], now: float) -> None:
+        for t in tracked:
+            if t.deadline is not None and now >= t.deadline:
+                t.interrupt("timeout")
+        renew = now >= self._next_renew
+        if renew:
+            self._next_renew = now + self.lease_seconds / 3
+        lease_ms = int(self.lease_seconds * 1000)
+        expiry = time.time() + self.lease_seconds
+        hints: dict[str, float] = {}
+        for t in tracked:
+            if renew:
+                held, stop = self.store.renew(t.run_id, t.step_id, t.attempt, lease_ms)
+                if held:
+                    hints[f"{t.run_id}|{t.step_id}"] = expiry
+            else:
+                stop = self.store.run_meta(t.run_id, "stop").get("stop", "")
+            if stop:
+                t.interrupt("cancelled")
+        self.store.set_leases(hints)

@@ -1,0 +1,288 @@
+"""What a worker process does with a step message: claim, run the tool, complete, coordinate."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from typing import Any
+
+import dramatiq
+
+from executor.attempts import call_tool, format_tb, run_attempts, run_items
+from executor.backends.redis import BrokerSender
+from executor.backends.redis_store import RedisStore
+from executor.coordinator import Coordinator, RunContext, now_iso
+from executor.errors import RunNotFoundError
+from executor.flow import Step
+from executor.predicates import PredicateError
+from executor.references import Scope, parse_ref
+from executor.result import StepError, StepRecord
+from executor.retry import NO_RETRY
+from executor.tools import Tool, ToolRegistry
+from workers.monitor import Monitor, StepCancelled, StepTimedOut, Tracked
+from workers.settings import Settings
+
+log = logging.getLogger("dagrelay.worker")
+
+
+class StepRuntime:
+    """Runs step messages in this process; one instance per worker process."""
+
+    def __init__(self, settings: Settings, registry: ToolRegistry, store: RedisStore,
+                 broker: dramatiq.Broker) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.sender = BrokerSender(broker)
+        self.coordinator = Coordinator(store, self.sender, self._tool_timeout)
+        self.monitor = Monitor(store, settings.lease_seconds)
+        self.sweeper = Sweeper(self)
+        self.worker_base = f"{socket.gethostname()}:{os.getpid()}"
+        self._local = threading.local()
+        self._map_threads = concurrent.futures.ThreadPoolExecutor(
+            settings.map_threads, thread_name_prefix="dagrelay-map")
+
+    def _tool_timeout(self, name: str) -> float | None:
+        return self.registry.get(name).timeout if name in self.registry else None
+
+    def start(self) -> None:
+        self.monitor.start()
+        self.sweeper.start()
+
+    def stop(self) -> None:
+        self.sweeper.stop()
+        self.monitor.stop()
+        self._map_threads.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def worker(self) -> str:
+        return f"{self.worker_base}:{threading.current_thread().name}"
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        # Async tools run on an event loop owned by the worker thread: one coroutine per
+        # thread, as with Dramatiq's own async actors, and no loop shared across threads.
+        loop = getattr(self._local, "loop", None)
+        if loop is None:
+            loop = self._local.loop = asyncio.new_event_loop()
+        return loop
+
+    # The actor ----------------------------------------------------------------------
+    def run_step(self, run_id: str, step_id: str, attempt: int) -> None:
+        """Handle one step message (at-least-once delivery; duplicates are dropped)."""
+        try:
+            ctx = self.coordinator.context(run_id)
+        except RunNotFoundError:
+            log.warning("run %s: no state (expired or unknown); message dropped", run_id)
+            return
+        step = ctx.dag.steps.get(step_id)
+        if step is None:
+            log.warning("run %s: no step %r; message dropped", run_id, step_id)
+            return
+        worker = self.worker
+        lease_ms = int(self.settings.lease_seconds * 1000)
+        started = now_iso()
+        claim = self.store.claim(run_id, step_id, attempt, secrets.token_hex(6), lease_ms,
+                                 started, worker, ctx.needs[step_id])
+        if claim.kind != "ok":
+            log.debug("run %s step %s attempt %s: %s (%s)", run_id, step_id, attempt,
+                      claim.kind, claim.detail)
+            return
+        t0 = time.perf_counter()
+        self.store.set_leases({f"{run_id}|{step_id}": time.time() + self.settings.lease_seconds})
+        number = claim.attempt
+        attempt_rec: dict[str, Any] = {"number": number, "started_at": started, "worker": worker}
+        record: dict[str, Any] = {"worker": worker, "queued_at": claim.queued_at,
+                                  "started_at": claim.started_at}
+        if claim.queued_at and claim.started_at:
+            record["queue_wait"] = _seconds(claim.queued_at, claim.started_at)
+        scope = Scope(ctx.inputs, claim.outputs or {})
+        tracked = self.monitor.track(run_id, step_id, number)
+        status, output, exc = "failed", None, None
+        map_error: StepError | None = None
+        tool = self.registry.get(step.tool) if step.tool in self.registry else None
+        try:
+            if tool is None:
+                raise LookupError(
+                    f"tool {step.tool!r} is not registered in worker {self.worker_base} "
+                    f"(known: {', '.join(self.registry.names()) or 'none'})"
+                )
+            if step.map is not None:
+                status, output, map_error = self._run_map(ctx, step, tool, scope, record,
+                                                          tracked)
+            else:
+                data = scope.resolve(step.inputs)
+                record["inputs"] = data
+                kwargs = tool.validate_inputs(data)
+                timeout = step.timeout if step.timeout is not None else tool.timeout
+                output = tool.dump_output(self._call(tool, kwargs, timeout, tracked))
+                status = "succeeded"
+        except StepCancelled:
+            status = "cancelled"
+        except StepTimedOut:
+            exc = TimeoutError(f"tool {step.tool!r} exceeded its timeout of "
+                               f"{step.timeout or (tool.timeout if tool else None)}s")
+        except asyncio.CancelledError:
+            status = "cancelled"
+        except Exception as e:
+            exc = e
+        finally:
+            self.monitor.untrack(tracked)
+        duration = time.perf_counter() - t0
+        finished = now_iso()
+        attempt_rec.update(finished_at=finished, duration=duration)
+        error: StepError | None = None
+        if status == "cancelled":
+            error = StepError(type="CancelledError", message=f"run {tracked.reason or 'stopped'}")
+            attempt_rec["error"] = error.model_dump()
+        elif exc is not None:
+            error = StepError.from_exception(exc, format_tb(exc))
+            attempt_rec["error"] = error.model_dump()
+            policy = step.retry or (tool.retry if tool else None) or NO_RETRY
+            delay = policy.next_delay(number, exc) if step.map is None else None
+            if delay is not None and self.store.retry(
+                run_id, step_id, number, json.dumps(attempt_rec), finished, worker, str(error)
+            ):
+                self.store.drop_lease(run_id, step_id)
+                self.sender.send(run_id, step_id, number + 1, ctx.queue(step_id),
+                                 delay_ms=int(delay * 1000) or None,
+                                 time_limit_ms=ctx.time_limit_ms(step_id, self._tool_timeout(step.tool)))
+                return
+        if map_error is not None:
+            error = map_error
+        record.update(finished_at=finished, error=error.model_dump() if error else None)
+        if record.get("started_at"):
+            record["duration"] = _seconds(record["started_at"], finished)
+        self.coordinator.completed(
+            ctx, step_id, status,
+            output_json=json.dumps(output) if status == "succeeded" else "",
+            record=record, worker=worker, attempt=number,
+            attempt_json=json.dumps(attempt_rec), error=str(error) if error else "",
+        )
+        self.store.drop_lease(run_id, step_id)
+
+    def _call(self, tool: Tool, kwargs: dict[str, Any], timeout: float | None,
+              tracked: Tracked) -> Any:
+        if not tool.is_async:
+            with self.monitor.sync_call(tracked, timeout):
+                return tool.fn(**kwargs)
+        loop = self._loop()
+        task = loop.create_task(call_tool(tool, kwargs, timeout, None))
+        with tracked.lock:
+            tracked.loop, tracked.task = loop, task  # type: ignore[assignment]
+            if tracked.reason is not None:
+                task.cancel()
+        try:
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            raise StepCancelled() from None
+
+    def _run_map(self, ctx: RunContext, step: Step, tool: Tool, scope: Scope,
+                 record: dict[str, Any], tracked: Tracked
+                 ) -> tuple[str, Any, StepError | None]:
+        assert step.map is not None
+        items = scope.lookup(parse_ref(step.map))
+        if not isinstance(items, list):
+            raise TypeError(f"map {step.map} is a {type(items).__name__}, not a list")
+        policy = step.retry or tool.retry or NO_RETRY
+        timeout = step.timeout if step.timeout is not None else tool.timeout
+        predicate = ctx.dag.predicates.get(step.id)
+        rec = StepRecord(step_id=step.id, tool=tool.name)
+        worker = self.worker
+
+        async def call(t: Tool, kwargs: dict[str, Any], to: float | None) -> Any:
+            return await call_tool(t, kwargs, to, self._map_threads)
+
+        async def one(child: StepRecord, i: int, item: Any) -> tuple[str, Any]:
+            child_scope = Scope(ctx.inputs, scope.outputs, item, i, in_map=True)
+            if predicate is not None:
+                try:
+                    if not predicate.evaluate(ctx.inputs, dict(scope.outputs), item, i):
+                        return "skipped", None
+                except PredicateError as exc:
+                    child.error = StepError(type="PredicateError", message=str(exc))
+                    return "failed", None
+            return await run_attempts(child, tool, policy, timeout, step.inputs,
+                                      child_scope.resolve, call, worker)
+
+        loop = self._loop()
+        task = loop.create_task(run_items(rec, items, one))
+        with tracked.lock:
+            tracked.loop, tracked.task = loop, task  # type: ignore[assignment]
+        try:
+            status, output = loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            raise StepCancelled() from None
+        finally:
+            record["items"] = [c.model_dump(mode="json") for c in rec.items or []]
+        return status, output, rec.error
+
+
+def _seconds(start_iso: str, end_iso: str) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(end_iso) - datetime.fromisoformat(start_iso)).total_seconds()
+
+
+class Sweeper:
+    """Re-queues steps whose worker died (lease expired) and stops overdue runs."""
+
+    def __init__(self, runtime: StepRuntime) -> None:
+        self.runtime = runtime
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="dagrelay-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self.runtime.settings.sweep_seconds):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweep failed")
+
+    def sweep(self) -> None:
+        """One pass: expired leases and run deadlines."""
+        rt = self.runtime
+        store = rt.store
+        now = time.time()
+        for run_id, step_id in store.expired_leases(now):
+            if not store.take_lease_hint(run_id, step_id):
+                continue  # another sweeper has it
+            kind, attempt = store.reclaim(run_id, step_id, now_iso())
+            if kind == 0:
+                continue
+            try:
+                ctx = rt.coordinator.context(run_id)
+            except RunNotFoundError:
+                continue
+            if kind == 1:
+                log.warning("run %s step %s: worker lost, sending attempt %s", run_id,
+                            step_id, attempt)
+                tool = ctx.dag.steps[step_id].tool
+                rt.sender.send(run_id, step_id, attempt, ctx.queue(step_id),
+                               time_limit_ms=ctx.time_limit_ms(step_id, rt._tool_timeout(tool)))
+            else:
+                rt.coordinator.completed(
+                    ctx, step_id, "cancelled", record={"error": {
+                        "type": "WorkerLost", "message": "worker lost while the run stopped"}},
+                )
+        for run_id in store.overdue_runs(now):
+            store.client.zrem(store.deadlines_key, run_id)
+            try:
+                rt.coordinator.stop(run_id, "timed_out")
+            except RunNotFoundError:
+                continue

@@ -1,0 +1,42 @@
+"""Worker settings, from the environment (what `dagrelay worker` and compose set)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_URL = "redis://localhost:6379/0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where Redis is, which tools to load, which queues to serve, lease timing.
+
+    A running step holds a lease of `lease_seconds`, renewed every third of it; a
+    sweeper looks for expired leases every `sweep_seconds`. So a killed worker's step
+    runs again after at most about `lease_seconds + sweep_seconds`.
+    """
+
+    redis_url: str = DEFAULT_URL
+    namespace: str = "dagrelay"
+    tools: str | None = None
+    queues: tuple[str, ...] = ("dagrelay",)
+    lease_seconds: float = 6.0
+    sweep_seconds: float = 1.0
+    result_ttl: int = 7 * 24 * 3600
+    map_threads: int = 8
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        e = dict(os.environ if env is None else env)
+        queues = tuple(q for q in e.get("DAGRELAY_QUEUES", "").replace(",", " ").split() if q)
+        return cls(
+            redis_url=e.get("DAGRELAY_REDIS_URL", DEFAULT_URL),
+            namespace=e.get("DAGRELAY_NAMESPACE", "dagrelay"),
+            tools=e.get("DAGRELAY_TOOLS") or None,
+            queues=queues or ("dagrelay",),
+            lease_seconds=float(e.get("DAGRELAY_LEASE_SECONDS", "6")),
+            sweep_seconds=float(e.get("DAGRELAY_SWEEP_SECONDS", "1")),
+            result_ttl=int(e.get("DAGRELAY_RESULT_TTL", str(7 * 24 * 3600))),
+        )
