@@ -28,8 +28,12 @@ def format_tb(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=20))
 
 
-async def call_tool(tool: Tool, kwargs: dict[str, Any], timeout: float | None,
-                    threads: concurrent.futures.Executor | None) -> Any:
+async def call_tool(
+    tool: Tool,
+    kwargs: dict[str, Any],
+    timeout: float | None,
+    threads: concurrent.futures.Executor | None,
+) -> Any:
     """Call a tool, a sync one in `threads`; TimeoutError after `timeout` seconds.
 
     A timed-out async tool is cancelled. A sync tool cannot be interrupted: its thread
@@ -54,10 +58,17 @@ Hook = Callable[[int, StepError | None], None]
 
 
 async def run_attempts(
-    rec: StepRecord, tool: Tool, policy: RetryPolicy, timeout: float | None,
-    raw_inputs: Any, resolve: Callable[[Any], Any], call: Caller, worker: str,
+    rec: StepRecord,
+    tool: Tool,
+    policy: RetryPolicy,
+    timeout: float | None,
+    raw_inputs: Any,
+    resolve: Callable[[Any], Any],
+    call: Caller,
+    worker: str,
     slot: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
-    t_queued: float | None = None, on_start: Hook | None = None,
+    t_queued: float | None = None,
+    on_start: Hook | None = None,
     on_retry: Hook | None = None,
 ) -> tuple[StepStatus, Any]:
     """Run attempts until one succeeds or the policy gives up, filling `rec`.
@@ -123,19 +134,24 @@ def _close(attempt: Attempt, t_attempt: float, error: StepError | None) -> None:
 
 
 async def run_items(
-    rec: StepRecord, items: list[Any], run_item: Callable[[StepRecord, int, Any], Any],
+    rec: StepRecord,
+    items: list[Any],
+    run_item: Callable[[StepRecord, int, Any], Any],
 ) -> tuple[StepStatus, Any]:
     """Run a map step's items concurrently; the output is the item outputs in order.
 
     Args:
         run_item: `(child record, index, item)` → awaitable of `(status, output)`.
     """
-    rec.items = [StepRecord(step_id=f"{rec.step_id}[{i}]", tool=rec.tool)
-                 for i in range(len(items))]
+    rec.items = [
+        StepRecord(step_id=f"{rec.step_id}[{i}]", tool=rec.tool) for i in range(len(items))
+    ]
     for child in rec.items:
         child.queued_at = now()
-    tasks = [asyncio.ensure_future(run_item(child, i, item))
-             for i, (child, item) in enumerate(zip(rec.items, items, strict=True))]
+    tasks = [
+        asyncio.ensure_future(run_item(child, i, item))
+        for i, (child, item) in enumerate(zip(rec.items, items, strict=True))
+    ]
     try:
         outcomes = await asyncio.gather(*tasks)
     except BaseException:

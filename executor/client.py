@@ -58,8 +58,12 @@ class FlowExecutor:
             from executor.backends.redis import RedisBackend
 
             self._redis = RedisBackend(
-                redis_url or "redis://", self.registry, namespace, result_ttl,
-                client=redis_client, broker=broker,
+                redis_url or "redis://",
+                self.registry,
+                namespace,
+                result_ttl,
+                client=redis_client,
+                broker=broker,
             )
         self._backend = LocalBackend(
             self.registry,
@@ -154,8 +158,10 @@ class FlowExecutor:
     def list_runs(self, limit: int = 50) -> list[tuple[str, dict[str, str]]]:
         """Recent runs in Redis (id and summary fields), newest first."""
         if self._redis is None:
-            return [(rid, {"status": r.status(), "flow_name": r.flow.name})
-                    for rid, r in reversed(self._backend._runs.items())][:limit]
+            return [
+                (rid, {"status": r.status(), "flow_name": r.flow.name})
+                for rid, r in reversed(self._backend._runs.items())
+            ][:limit]
         return self._redis.store.list_runs(limit)
 
     def close(self) -> None:
@@ -187,7 +193,8 @@ def _validate_distributed(flow: Flow, registry: ToolRegistry) -> Dag:
     dag = validate_flow(flow, None)
     problems = [
         f"step {sid!r}: tool {step.tool!r}: {p}"
-        for sid, step in dag.steps.items() if step.tool in registry
+        for sid, step in dag.steps.items()
+        if step.tool in registry
         for p in registry.get(step.tool).check_inputs(set(step.inputs))
     ]
     if problems:

@@ -33,8 +33,15 @@ def now_iso() -> str:
 class Sender(Protocol):
     """Puts a step message on the broker (ids only, never data)."""
 
-    def send(self, run_id: str, step_id: str, attempt: int, queue: str,
-             delay_ms: int | None = None, time_limit_ms: int | None = None) -> None: ...
+    def send(
+        self,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        queue: str,
+        delay_ms: int | None = None,
+        time_limit_ms: int | None = None,
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -75,9 +82,13 @@ class RunContext:
 class Coordinator:
     """Decides and records what follows each completion, for any number of runs."""
 
-    def __init__(self, store: RedisStore, sender: Sender,
-                 tool_timeout: Callable[[str], float | None] = lambda name: None,
-                 cache_size: int = 256) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        sender: Sender,
+        tool_timeout: Callable[[str], float | None] = lambda name: None,
+        cache_size: int = 256,
+    ) -> None:
         self.store = store
         self.sender = sender
         self.tool_timeout = tool_timeout
@@ -106,13 +117,32 @@ class Coordinator:
         """Decide the roots of a freshly created run."""
         self.resolve(ctx, ctx.dag.roots)
 
-    def completed(self, ctx: RunContext, step_id: str, status: str, *, output_json: str = "",
-                  record: dict[str, Any], worker: str = "", attempt: int | None = None,
-                  attempt_json: str = "", error: str = "") -> Completion:
+    def completed(
+        self,
+        ctx: RunContext,
+        step_id: str,
+        status: str,
+        *,
+        output_json: str = "",
+        record: dict[str, Any],
+        worker: str = "",
+        attempt: int | None = None,
+        attempt_json: str = "",
+        error: str = "",
+    ) -> Completion:
         """Record a step's terminal status and carry the run forward."""
         done = self.store.complete(
-            ctx.run_id, step_id, status, output_json, record, now_iso(), worker, attempt,
-            attempt_json, error, ctx.dag.dependents[step_id],
+            ctx.run_id,
+            step_id,
+            status,
+            output_json,
+            record,
+            now_iso(),
+            worker,
+            attempt,
+            attempt_json,
+            error,
+            ctx.dag.dependents[step_id],
         )
         self._after(ctx, step_id, status, done)
         return done
@@ -133,9 +163,9 @@ class Coordinator:
         work = ready
         while work:
             deps = sorted({d for s in work for d in ctx.dag.deps[s]})
-            pred_steps = sorted({
-                d for s in work if (p := ctx.dag.predicates.get(s)) is not None for d in p.steps
-            })
+            pred_steps = sorted(
+                {d for s in work if (p := ctx.dag.predicates.get(s)) is not None for d in p.steps}
+            )
             statuses, outputs = self.store.dep_state(ctx.run_id, deps, pred_steps)
             to_run: list[str] = []
             later: list[str] = []
@@ -146,8 +176,17 @@ class Coordinator:
                     continue
                 record = _resolved_record(sid, ctx, res.decision, res.error)
                 done = self.store.complete(
-                    ctx.run_id, sid, res.decision, "", record, now_iso(), "", None, "",
-                    str(res.error) if res.error else "", ctx.dag.dependents[sid],
+                    ctx.run_id,
+                    sid,
+                    res.decision,
+                    "",
+                    record,
+                    now_iso(),
+                    "",
+                    None,
+                    "",
+                    str(res.error) if res.error else "",
+                    ctx.dag.dependents[sid],
                 )
                 if not done.applied:
                     continue
@@ -160,8 +199,13 @@ class Coordinator:
             if to_run:
                 for sid in self.store.mark_queued(ctx.run_id, to_run, now_iso()):
                     tool = ctx.dag.steps[sid].tool
-                    self.sender.send(ctx.run_id, sid, 1, ctx.queue(sid),
-                                     time_limit_ms=ctx.time_limit_ms(sid, self.tool_timeout(tool)))
+                    self.sender.send(
+                        ctx.run_id,
+                        sid,
+                        1,
+                        ctx.queue(sid),
+                        time_limit_ms=ctx.time_limit_ms(sid, self.tool_timeout(tool)),
+                    )
             work = later
 
     def stop(self, run_id: str, reason: str) -> list[str]:
@@ -183,7 +227,8 @@ class Coordinator:
         if status == "succeeded" and ctx.dag.flow.output is not None:
             try:
                 output = Scope(ctx.inputs, self.store.all_outputs(ctx.run_id)).resolve(
-                    ctx.dag.flow.output)
+                    ctx.dag.flow.output
+                )
                 output_json = json.dumps(output)
             except Exception as exc:
                 status, error = "failed", f"output: {exc}"
@@ -202,13 +247,14 @@ class Coordinator:
         for sid in ctx.dag.steps:
             if statuses.get(sid) == "failed":
                 raw = self.store.client.hget(self.store.keys(ctx.run_id)[4], sid)
-                err = json.loads(raw).get("error") if raw else None  # type: ignore[arg-type]
+                err = json.loads(raw).get("error") if raw else None
                 if err:
                     return f"step {sid!r} failed: {err['type']}: {err['message']}"
                 return f"step {sid!r} failed"
         return "run failed"
 
 
-def _resolved_record(sid: str, ctx: RunContext, status: str,
-                     error: StepError | None) -> dict[str, Any]:
+def _resolved_record(
+    sid: str, ctx: RunContext, status: str, error: StepError | None
+) -> dict[str, Any]:
     return {"status": status, "error": error.model_dump() if error else None}

@@ -33,9 +33,14 @@ class DagrelayMiddleware(Middleware):
         self.runtime.stop()
 
 
-def setup(settings: Settings | None = None, *, registry: ToolRegistry | None = None,
-          client: redis.Redis | None = None, broker_client: Any = None,
-          set_global: bool = True) -> tuple[dramatiq.Broker, StepRuntime]:
+def setup(
+    settings: Settings | None = None,
+    *,
+    registry: ToolRegistry | None = None,
+    client: redis.Redis | None = None,
+    broker_client: Any = None,
+    set_global: bool = True,
+) -> tuple[dramatiq.Broker, StepRuntime]:
     """Build the broker, the runtime and the `run_step` actor for a worker process.
 
     Args:
@@ -48,8 +53,9 @@ def setup(settings: Settings | None = None, *, registry: ToolRegistry | None = N
     if registry is None:
         registry = load_tools(settings.tools) if settings.tools else default_registry
     if client is None:
-        client = redis.Redis.from_url(settings.redis_url, decode_responses=True,
-                                      health_check_interval=30)
+        client = redis.Redis.from_url(
+            settings.redis_url, decode_responses=True, health_check_interval=30
+        )
     if broker_client is not None:
         broker = RedisBroker(client=broker_client)
     else:
@@ -59,9 +65,13 @@ def setup(settings: Settings | None = None, *, registry: ToolRegistry | None = N
     broker.add_middleware(DagrelayMiddleware(runtime))
     for queue in settings.queues:
         broker.declare_queue(queue)
-    dramatiq.actor(
-        runtime.run_step, broker=broker, actor_name=ACTOR_NAME, queue_name=settings.queues[0],
-        max_retries=0, time_limit=NO_TIME_LIMIT_MS,
+    dramatiq.actor(  # type: ignore[call-overload]
+        runtime.run_step,
+        broker=broker,
+        actor_name=ACTOR_NAME,
+        queue_name=settings.queues[0],
+        max_retries=0,
+        time_limit=NO_TIME_LIMIT_MS,
     )
     if set_global:
         dramatiq.set_broker(broker)

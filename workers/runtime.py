@@ -35,8 +35,9 @@ log = logging.getLogger("dagrelay.worker")
 class StepRuntime:
     """Runs step messages in this process; one instance per worker process."""
 
-    def __init__(self, settings: Settings, registry: ToolRegistry, store: RedisStore,
-                 broker: dramatiq.Broker) -> None:
+    def __init__(
+        self, settings: Settings, registry: ToolRegistry, store: RedisStore, broker: dramatiq.Broker
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.store = store
@@ -47,7 +48,8 @@ class StepRuntime:
         self.worker_base = f"{socket.gethostname()}:{os.getpid()}"
         self._local = threading.local()
         self._map_threads = concurrent.futures.ThreadPoolExecutor(
-            settings.map_threads, thread_name_prefix="dagrelay-map")
+            settings.map_threads, thread_name_prefix="dagrelay-map"
+        )
 
     def _tool_timeout(self, name: str) -> float | None:
         return self.registry.get(name).timeout if name in self.registry else None
@@ -88,23 +90,41 @@ class StepRuntime:
         worker = self.worker
         lease_ms = int(self.settings.lease_seconds * 1000)
         started = now_iso()
-        claim = self.store.claim(run_id, step_id, attempt, secrets.token_hex(6), lease_ms,
-                                 started, worker, ctx.needs[step_id])
+        claim = self.store.claim(
+            run_id,
+            step_id,
+            attempt,
+            secrets.token_hex(6),
+            lease_ms,
+            started,
+            worker,
+            ctx.needs[step_id],
+        )
         if claim.kind != "ok":
-            log.debug("run %s step %s attempt %s: %s (%s)", run_id, step_id, attempt,
-                      claim.kind, claim.detail)
+            log.debug(
+                "run %s step %s attempt %s: %s (%s)",
+                run_id,
+                step_id,
+                attempt,
+                claim.kind,
+                claim.detail,
+            )
             return
         t0 = time.perf_counter()
         self.store.set_leases({f"{run_id}|{step_id}": time.time() + self.settings.lease_seconds})
         number = claim.attempt
         attempt_rec: dict[str, Any] = {"number": number, "started_at": started, "worker": worker}
-        record: dict[str, Any] = {"worker": worker, "queued_at": claim.queued_at,
-                                  "started_at": claim.started_at}
+        record: dict[str, Any] = {
+            "worker": worker,
+            "queued_at": claim.queued_at,
+            "started_at": claim.started_at,
+        }
         if claim.queued_at and claim.started_at:
             record["queue_wait"] = _seconds(claim.queued_at, claim.started_at)
         scope = Scope(ctx.inputs, claim.outputs or {})
         tracked = self.monitor.track(run_id, step_id, number)
-        status, output, exc = "failed", None, None
+        status, output = "failed", None
+        exc: Exception | None = None
         map_error: StepError | None = None
         tool = self.registry.get(step.tool) if step.tool in self.registry else None
         try:
@@ -114,8 +134,7 @@ class StepRuntime:
                     f"(known: {', '.join(self.registry.names()) or 'none'})"
                 )
             if step.map is not None:
-                status, output, map_error = self._run_map(ctx, step, tool, scope, record,
-                                                          tracked)
+                status, output, map_error = self._run_map(ctx, step, tool, scope, record, tracked)
             else:
                 data = scope.resolve(step.inputs)
                 record["inputs"] = data
@@ -126,8 +145,10 @@ class StepRuntime:
         except StepCancelled:
             status = "cancelled"
         except StepTimedOut:
-            exc = TimeoutError(f"tool {step.tool!r} exceeded its timeout of "
-                               f"{step.timeout or (tool.timeout if tool else None)}s")
+            exc = TimeoutError(
+                f"tool {step.tool!r} exceeded its timeout of "
+                f"{step.timeout or (tool.timeout if tool else None)}s"
+            )
         except asyncio.CancelledError:
             status = "cancelled"
         except Exception as e:
@@ -150,9 +171,14 @@ class StepRuntime:
                 run_id, step_id, number, json.dumps(attempt_rec), finished, worker, str(error)
             ):
                 self.store.drop_lease(run_id, step_id)
-                self.sender.send(run_id, step_id, number + 1, ctx.queue(step_id),
-                                 delay_ms=int(delay * 1000) or None,
-                                 time_limit_ms=ctx.time_limit_ms(step_id, self._tool_timeout(step.tool)))
+                self.sender.send(
+                    run_id,
+                    step_id,
+                    number + 1,
+                    ctx.queue(step_id),
+                    delay_ms=int(delay * 1000) or None,
+                    time_limit_ms=ctx.time_limit_ms(step_id, self._tool_timeout(step.tool)),
+                )
                 return
         if map_error is not None:
             error = map_error
@@ -160,22 +186,28 @@ class StepRuntime:
         if record.get("started_at"):
             record["duration"] = _seconds(record["started_at"], finished)
         self.coordinator.completed(
-            ctx, step_id, status,
+            ctx,
+            step_id,
+            status,
             output_json=json.dumps(output) if status == "succeeded" else "",
-            record=record, worker=worker, attempt=number,
-            attempt_json=json.dumps(attempt_rec), error=str(error) if error else "",
+            record=record,
+            worker=worker,
+            attempt=number,
+            attempt_json=json.dumps(attempt_rec),
+            error=str(error) if error else "",
         )
         self.store.drop_lease(run_id, step_id)
 
-    def _call(self, tool: Tool, kwargs: dict[str, Any], timeout: float | None,
-              tracked: Tracked) -> Any:
+    def _call(
+        self, tool: Tool, kwargs: dict[str, Any], timeout: float | None, tracked: Tracked
+    ) -> Any:
         if not tool.is_async:
             with self.monitor.sync_call(tracked, timeout):
                 return tool.fn(**kwargs)
         loop = self._loop()
         task = loop.create_task(call_tool(tool, kwargs, timeout, None))
         with tracked.lock:
-            tracked.loop, tracked.task = loop, task  # type: ignore[assignment]
+            tracked.loop, tracked.task = loop, task
             if tracked.reason is not None:
                 task.cancel()
         try:
@@ -183,9 +215,15 @@ class StepRuntime:
         except asyncio.CancelledError:
             raise StepCancelled() from None
 
-    def _run_map(self, ctx: RunContext, step: Step, tool: Tool, scope: Scope,
-                 record: dict[str, Any], tracked: Tracked
-                 ) -> tuple[str, Any, StepError | None]:
+    def _run_map(
+        self,
+        ctx: RunContext,
+        step: Step,
+        tool: Tool,
+        scope: Scope,
+        record: dict[str, Any],
+        tracked: Tracked,
+    ) -> tuple[str, Any, StepError | None]:
         assert step.map is not None
         items = scope.lookup(parse_ref(step.map))
         if not isinstance(items, list):
@@ -208,13 +246,14 @@ class StepRuntime:
                 except PredicateError as exc:
                     child.error = StepError(type="PredicateError", message=str(exc))
                     return "failed", None
-            return await run_attempts(child, tool, policy, timeout, step.inputs,
-                                      child_scope.resolve, call, worker)
+            return await run_attempts(
+                child, tool, policy, timeout, step.inputs, child_scope.resolve, call, worker
+            )
 
         loop = self._loop()
         task = loop.create_task(run_items(rec, items, one))
         with tracked.lock:
-            tracked.loop, tracked.task = loop, task  # type: ignore[assignment]
+            tracked.loop, tracked.task = loop, task
         try:
             status, output = loop.run_until_complete(task)
         except asyncio.CancelledError:
@@ -270,15 +309,28 @@ class Sweeper:
             except RunNotFoundError:
                 continue
             if kind == 1:
-                log.warning("run %s step %s: worker lost, sending attempt %s", run_id,
-                            step_id, attempt)
+                log.warning(
+                    "run %s step %s: worker lost, sending attempt %s", run_id, step_id, attempt
+                )
                 tool = ctx.dag.steps[step_id].tool
-                rt.sender.send(run_id, step_id, attempt, ctx.queue(step_id),
-                               time_limit_ms=ctx.time_limit_ms(step_id, rt._tool_timeout(tool)))
+                rt.sender.send(
+                    run_id,
+                    step_id,
+                    attempt,
+                    ctx.queue(step_id),
+                    time_limit_ms=ctx.time_limit_ms(step_id, rt._tool_timeout(tool)),
+                )
             else:
                 rt.coordinator.completed(
-                    ctx, step_id, "cancelled", record={"error": {
-                        "type": "WorkerLost", "message": "worker lost while the run stopped"}},
+                    ctx,
+                    step_id,
+                    "cancelled",
+                    record={
+                        "error": {
+                            "type": "WorkerLost",
+                            "message": "worker lost while the run stopped",
+                        }
+                    },
                 )
         for run_id in store.overdue_runs(now):
             store.client.zrem(store.deadlines_key, run_id)

@@ -19,6 +19,7 @@ from executor.handle import RunHandle
 from executor.references import Scope, parse_ref
 from executor.result import (
     TERMINAL_RUN,
+    TERMINAL_STEP,
     Attempt,
     ExecutionResult,
     RunStatus,
@@ -64,6 +65,7 @@ class LocalRun:
         self._done: asyncio.Event | None = None
         self._final: ExecutionResult | None = None
         self._run_status: RunStatus = "pending"
+        self._cancel_requested = False
 
     # Running ---------------------------------------------------------------------
     async def execute(self) -> ExecutionResult:
@@ -74,6 +76,8 @@ class LocalRun:
         self._t0 = time.perf_counter()
         self._run_status = "running"
         self._apply(self.state.start())
+        if self._cancel_requested:  # cancel() came before the loop picked the run up
+            self._stop("cancelled")
         try:
             if not self.state.finished:
                 if self.flow.timeout is not None:
@@ -97,12 +101,16 @@ class LocalRun:
     def _finish(self) -> ExecutionResult:
         self.wall_time = time.perf_counter() - self._t0
         self.finished_at = now()
-        status = self.state.run_status()
-        self._run_status = status
+        self._run_status = self.state.run_status()
         result = self.snapshot()
+        # The snapshot may turn `succeeded` into `failed` (the flow output cannot be
+        # resolved): the handle's status and the final event must say the same.
+        self._run_status = result.status
         summarize(result, self.dag.deps, self.dag.topological_order())
         self._final = result
-        self.log.append(RunEvent(self.run_id, None, status, self.finished_at, error=result.error))
+        self.log.append(
+            RunEvent(self.run_id, None, result.status, self.finished_at, error=result.error)
+        )
         self.log.close()
         return result
 
@@ -112,6 +120,11 @@ class LocalRun:
             rec.status = status
             rec.error = error
             self._emit(sid, status, error=str(error) if error else None)
+            task = self.tasks.get(sid)
+            if task is not None:
+                # Queued (e.g. waiting for a concurrency slot) when the run stopped: its
+                # task must not go on to call the tool.
+                task.cancel()
         for sid in actions.run:
             rec = self.records[sid]
             rec.status = "queued"
@@ -132,6 +145,7 @@ class LocalRun:
 
     def cancel(self) -> None:
         """Cancel from any thread."""
+        self._cancel_requested = True
         loop = self.loop
         if loop is None or self.state.finished:
             return
@@ -167,24 +181,32 @@ class LocalRun:
                 )
         except asyncio.CancelledError:
             status = "cancelled"
-            rec.status = status
             self._end_timing(rec)
+        self.tasks.pop(sid, None)
+        if self.state.status[sid] in TERMINAL_STEP:
+            # Resolved while queued (the run stopped): already recorded and announced.
+            rec.status = self.state.status[sid]
+            return
         rec.status = status
         if status == "succeeded":
             rec.output = output
-        self.tasks.pop(sid, None)
         self._emit(sid, status, len(rec.attempts) or None, str(rec.error) if rec.error else None)
         self._apply(self.state.finish(sid, status, output))
 
     def _end_timing(self, rec: StepRecord) -> None:
-        if rec.started_at is not None and rec.finished_at is None:
-            rec.finished_at = now()
-            if rec.attempts and rec.attempts[-1].finished_at is None:
-                last = rec.attempts[-1]
-                last.finished_at = rec.finished_at
-                last.duration = (last.finished_at - last.started_at).total_seconds()
-                last.error = StepError(type="CancelledError", message="cancelled")
-            rec.duration = (rec.finished_at - rec.started_at).total_seconds()
+        """Close the timing of a step (or item) cancelled while it ran or waited to retry."""
+        if rec.started_at is None:
+            return
+        end = now()
+        if rec.attempts and rec.attempts[-1].finished_at is None:
+            # Cancelled mid-attempt (possibly a retry: `rec.finished_at` then still
+            # holds the end of the previous attempt).
+            last = rec.attempts[-1]
+            last.finished_at = end
+            last.duration = (end - last.started_at).total_seconds()
+            last.error = StepError(type="CancelledError", message="cancelled")
+        rec.finished_at = end
+        rec.duration = (end - rec.started_at).total_seconds()
 
     async def _attempts(
         self,
@@ -209,6 +231,7 @@ class LocalRun:
                     t_start = t_attempt
                     rec.started_at = started
                     rec.queue_wait = t_attempt - t_queued
+                    rec.worker = backend.worker
                     rec.status = "running"
                     if rec.step_id in self.state.status:
                         self.state.mark_running(rec.step_id)
@@ -270,6 +293,7 @@ class LocalRun:
         rec.items = [StepRecord(step_id=f"{sid}[{i}]", tool=tool.name) for i in range(len(items))]
         rec.started_at = now()
         rec.queue_wait = time.perf_counter() - t_queued
+        rec.worker = self.backend.worker
         rec.status = "running"
         self.state.mark_running(sid)
         self._emit(sid, "running")
@@ -343,7 +367,8 @@ class LocalRun:
                 status, error = "failed", f"output: {exc}"
         elif status in TERMINAL_RUN and status != "succeeded":
             error = self._error_summary(status)
-        steps = {sid: rec.model_copy() for sid, rec in self.records.items()}
+        # Deep: a live snapshot must not share attempt lists with records still changing.
+        steps = {sid: rec.model_copy(deep=True) for sid, rec in self.records.items()}
         return ExecutionResult(
             run_id=self.run_id,
             flow_name=self.flow.name,

@@ -14,9 +14,9 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from executor.backends.redis_store import DEFAULT_TTL, RedisStore, RunData
-from executor.coordinator import ACTOR_NAME, Coordinator, RunContext, now_iso
+from executor.coordinator import ACTOR_NAME, Coordinator, RunContext
 from executor.dag import Dag
-from executor.errors import DagrelayError, RunNotFoundError
+from executor.errors import DagrelayError
 from executor.events import RunEvent
 from executor.handle import RunHandle
 from executor.result import (
@@ -56,8 +56,9 @@ def connect(url: str) -> redis.Redis:
         DagrelayError: Redis is unreachable, naming the (redacted) URL.
     """
     try:
-        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30,
-                                      socket_connect_timeout=5)
+        client = redis.Redis.from_url(
+            url, decode_responses=True, health_check_interval=30, socket_connect_timeout=5
+        )
         client.ping()
     except (redis.RedisError, ValueError, OSError) as exc:
         raise DagrelayError(f"cannot reach Redis at {redact(url)}: {exc}") from None
@@ -70,12 +71,22 @@ class BrokerSender:
     def __init__(self, broker: dramatiq.Broker) -> None:
         self.broker = broker
 
-    def send(self, run_id: str, step_id: str, attempt: int, queue: str,
-             delay_ms: int | None = None, time_limit_ms: int | None = None) -> None:
+    def send(
+        self,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        queue: str,
+        delay_ms: int | None = None,
+        time_limit_ms: int | None = None,
+    ) -> None:
         limit = NO_TIME_LIMIT_MS if time_limit_ms is None else time_limit_ms + TIME_LIMIT_GRACE_MS
-        message = dramatiq.Message(
-            queue_name=queue, actor_name=ACTOR_NAME, args=(run_id, step_id, attempt),
-            kwargs={}, options={"time_limit": limit, "max_retries": 0},
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=queue,
+            actor_name=ACTOR_NAME,
+            args=(run_id, step_id, attempt),
+            kwargs={},
+            options={"time_limit": limit, "max_retries": 0},
         )
         self.broker.enqueue(message, delay=delay_ms or None)
 
@@ -83,9 +94,15 @@ class BrokerSender:
 class RedisBackend:
     """Submits runs for workers and follows them through Redis."""
 
-    def __init__(self, url: str, registry: ToolRegistry, namespace: str = "dagrelay",
-                 result_ttl: int = DEFAULT_TTL, client: redis.Redis | None = None,
-                 broker: dramatiq.Broker | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        registry: ToolRegistry,
+        namespace: str = "dagrelay",
+        result_ttl: int = DEFAULT_TTL,
+        client: redis.Redis | None = None,
+        broker: dramatiq.Broker | None = None,
+    ) -> None:
         self.url = url
         self.registry = registry
         self.client = client if client is not None else connect(url)
@@ -102,14 +119,19 @@ class RedisBackend:
         flow = dag.flow
         now = datetime.now(UTC)
         meta = {
-            "flow": flow.model_dump_json(), "inputs": json.dumps(inputs),
-            "flow_name": flow.name, "flow_version": flow.version, "status": "running",
-            "submitted_at": now.isoformat(), "started_at": now.isoformat(),
+            "flow": flow.model_dump_json(),
+            "inputs": json.dumps(inputs),
+            "flow_name": flow.name,
+            "flow_version": flow.version,
+            "status": "running",
+            "submitted_at": now.isoformat(),
+            "started_at": now.isoformat(),
         }
         deadline = time.time() + flow.timeout if flow.timeout else None
         try:
-            self.store.create_run(run_id, meta, list(dag.steps),
-                                  {s: len(d) for s, d in dag.deps.items()}, deadline)
+            self.store.create_run(
+                run_id, meta, list(dag.steps), {s: len(d) for s, d in dag.deps.items()}, deadline
+            )
         except ValueError as exc:
             raise DagrelayError(str(exc)) from None
         ctx = RunContext.build(run_id, flow, inputs, dag)
@@ -182,15 +204,19 @@ class RedisRunHandle(RunHandle):
 
     def _run_deadline(self) -> float | None:
         score = self._backend.client.zscore(self._backend.store.deadlines_key, self.run_id)
-        return float(score) if score is not None else None  # type: ignore[arg-type]
+        return float(score) if score is not None else None
 
 
 def _event(run_id: str, f: dict[str, str]) -> RunEvent:
     at = datetime.fromisoformat(f["at"]) if f.get("at") else datetime.now(UTC)
     attempt = f.get("attempt")
     return RunEvent(
-        run_id=run_id, step_id=f.get("step") or None, status=f.get("status", ""), at=at,
-        attempt=int(attempt) if attempt else None, error=f.get("error") or None,
+        run_id=run_id,
+        step_id=f.get("step") or None,
+        status=f.get("status", ""),
+        at=at,
+        attempt=int(attempt) if attempt else None,
+        error=f.get("error") or None,
         worker=f.get("worker") or None,
     )
 
@@ -204,8 +230,8 @@ def result_from(run_id: str, data: RunData, ctx: RunContext) -> ExecutionResult:
         attempts.setdefault(sid, []).append(Attempt.model_validate_json(raw))
     steps: dict[str, StepRecord] = {}
     for sid, step in ctx.dag.steps.items():
-        raw = data.records.get(sid)
-        base: dict[str, Any] = json.loads(raw) if raw else {}
+        rec_raw = data.records.get(sid)
+        base: dict[str, Any] = json.loads(rec_raw) if rec_raw else {}
         base.update(step_id=sid, tool=step.tool, status=data.status.get(sid, "pending"))
         base.setdefault("queued_at", data.times.get(f"{sid}:q"))
         base.setdefault("started_at", data.times.get(f"{sid}:s"))
@@ -216,15 +242,17 @@ def result_from(run_id: str, data: RunData, ctx: RunContext) -> ExecutionResult:
     status = meta.get("status", "running")
     wall = meta.get("wall_time")
     result = ExecutionResult(
-        run_id=run_id, flow_name=meta.get("flow_name", ctx.dag.flow.name),
+        run_id=run_id,
+        flow_name=meta.get("flow_name", ctx.dag.flow.name),
         flow_version=meta.get("flow_version", ctx.dag.flow.version),
-        status=status,  # type: ignore[arg-type]
+        status=status,
         inputs=ctx.inputs,
         output=json.loads(meta["output"]) if meta.get("output") else None,
-        error=meta.get("error") or None, steps=steps,
-        submitted_at=meta.get("submitted_at"),  # type: ignore[arg-type]
-        started_at=meta.get("started_at"),  # type: ignore[arg-type]
-        finished_at=meta.get("finished_at") or None,  # type: ignore[arg-type]
+        error=meta.get("error") or None,
+        steps=steps,
+        submitted_at=meta.get("submitted_at"),
+        started_at=meta.get("started_at"),
+        finished_at=meta.get("finished_at") or None,
         wall_time=float(wall) if wall else None,
     )
     if status in TERMINAL_RUN:

@@ -67,8 +67,9 @@ class RunData:
 class RedisStore:
     """Reads and changes run state; the only code that knows the key layout."""
 
-    def __init__(self, client: redis.Redis, namespace: str = "dagrelay",
-                 result_ttl: int = DEFAULT_TTL) -> None:
+    def __init__(
+        self, client: redis.Redis, namespace: str = "dagrelay", result_ttl: int = DEFAULT_TTL
+    ) -> None:
         self.client = client
         self.namespace = namespace
         self.result_ttl = result_ttl
@@ -85,8 +86,14 @@ class RedisStore:
         return self._scripts[script](keys=self.keys(run_id), args=args)
 
     # Creating and reading runs ---------------------------------------------------------
-    def create_run(self, run_id: str, meta: dict[str, Any], steps: list[str],
-                   remaining: dict[str, int], deadline: float | None) -> None:
+    def create_run(
+        self,
+        run_id: str,
+        meta: dict[str, Any],
+        steps: list[str],
+        remaining: dict[str, int],
+        deadline: float | None,
+    ) -> None:
         """Write a new run atomically (MULTI): meta, every step pending, counters.
 
         Raises:
@@ -96,11 +103,11 @@ class RedisStore:
         if self.client.exists(k[0]):
             raise ValueError(f"run {run_id!r} exists already")
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(k[0], mapping={**meta, "unfinished": len(steps), "stop": ""})
+        pipe.hset(k[0], mapping={**meta, "unfinished": len(steps), "stop": ""})  # type: ignore[dict-item]
         pipe.hset(k[1], mapping=dict.fromkeys(steps, "pending"))
         counts = {s: n for s, n in remaining.items() if n}
         if counts:
-            pipe.hset(k[2], mapping=counts)
+            pipe.hset(k[2], mapping=counts)  # type: ignore[arg-type]
         pipe.zadd(self.runs_key, {run_id: time.time()})
         if deadline is not None:
             pipe.zadd(self.deadlines_key, {run_id: deadline})
@@ -128,8 +135,9 @@ class RedisStore:
             raise RunNotFoundError(f"no run {run_id!r} (unknown, or its results expired)")
         return RunData(meta, status, out, rec, att, times)
 
-    def dep_state(self, run_id: str, steps: list[str], outputs: list[str]
-                  ) -> tuple[dict[str, str], dict[str, Any]]:
+    def dep_state(
+        self, run_id: str, steps: list[str], outputs: list[str]
+    ) -> tuple[dict[str, str], dict[str, Any]]:
         """Statuses of some steps and the outputs of others, in one round trip."""
         k = self.keys(run_id)
         pipe = self.client.pipeline(transaction=False)
@@ -141,52 +149,84 @@ class RedisStore:
         return statuses, outs
 
     def all_statuses(self, run_id: str) -> dict[str, str]:
-        return self.client.hgetall(self.keys(run_id)[1])  # type: ignore[return-value]
+        return self.client.hgetall(self.keys(run_id)[1])
 
     def all_outputs(self, run_id: str) -> dict[str, Any]:
         raw = self.client.hgetall(self.keys(run_id)[3])
-        return {s: json.loads(v) for s, v in raw.items()}  # type: ignore[union-attr]
+        return {s: json.loads(v) for s, v in raw.items()}
 
-    def read_events(self, run_id: str, after: str, block_ms: int | None,
-                    count: int = 1000) -> list[tuple[str, dict[str, str]]]:
+    def read_events(
+        self, run_id: str, after: str, block_ms: int | None, count: int = 1000
+    ) -> list[tuple[str, dict[str, str]]]:
         """Events after stream id `after`, waiting up to `block_ms` for the first."""
         reply = self.client.xread({self.keys(run_id)[7]: after}, count=count, block=block_ms)
         if not reply:
             return []
-        return list(reply[0][1])  # type: ignore[index]
+        return list(reply[0][1])
 
     def list_runs(self, limit: int = 50) -> list[tuple[str, dict[str, str]]]:
         """Recent runs, newest first, with their meta (expired ones left out)."""
         ids = self.client.zrevrange(self.runs_key, 0, limit - 1)
         pipe = self.client.pipeline(transaction=False)
         fields = ["flow_name", "status", "submitted_at", "finished_at", "wall_time"]
-        for rid in ids:  # type: ignore[union-attr]
+        for rid in ids:
             pipe.hmget(self.keys(rid)[0], fields)
         out = []
-        for rid, values in zip(ids, pipe.execute(), strict=True):  # type: ignore[arg-type]
+        for rid, values in zip(ids, pipe.execute(), strict=True):
             if values[1] is not None:
                 out.append((rid, {f: v for f, v in zip(fields, values, strict=True) if v}))
         return out
 
     # Step transitions (each one script) --------------------------------------------------
-    def claim(self, run_id: str, step: str, attempt: int, token: str, lease_ms: int,
-              started_at: str, worker: str, needs: tuple[str, ...]) -> Claim:
+    def claim(
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        token: str,
+        lease_ms: int,
+        started_at: str,
+        worker: str,
+        needs: tuple[str, ...],
+    ) -> Claim:
         """Claim a step for an attempt and load the outputs it reads."""
-        r = self._run("claim", run_id,
-                      [step, attempt, token, lease_ms, started_at, worker, *needs])
+        r = self._run("claim", run_id, [step, attempt, token, lease_ms, started_at, worker, *needs])
         if r[0] != "ok":
             return Claim(kind=r[0], detail=r[1] if len(r) > 1 else "")
         outputs = {s: json.loads(v) for s, v in zip(needs, r[5:], strict=True) if v != ""}
         return Claim("ok", int(r[1]), r[2] or None, r[3] or None, int(r[4]), outputs)
 
-    def complete(self, run_id: str, step: str, status: str, output_json: str,
-                 record: dict[str, Any], at: str, worker: str, attempt: int | None,
-                 attempt_json: str, error: str, dependents: tuple[str, ...]) -> Completion:
+    def complete(
+        self,
+        run_id: str,
+        step: str,
+        status: str,
+        output_json: str,
+        record: dict[str, Any],
+        at: str,
+        worker: str,
+        attempt: int | None,
+        attempt_json: str,
+        error: str,
+        dependents: tuple[str, ...],
+    ) -> Completion:
         """Record a terminal status once; returns the dependents that became ready."""
-        r = self._run("complete", run_id, [
-            step, status, output_json, json.dumps(record), at, worker,
-            "" if attempt is None else attempt, attempt_json, error, *dependents,
-        ])
+        r = self._run(
+            "complete",
+            run_id,
+            [
+                step,
+                status,
+                output_json,
+                json.dumps(record),
+                at,
+                worker,
+                "" if attempt is None else attempt,
+                attempt_json,
+                error,
+                *dependents,
+            ],
+        )
         if r[0] != 1:
             return Completion(False)
         return Completion(True, int(r[1]), r[2], tuple(r[3:]))
@@ -195,8 +235,16 @@ class RedisStore:
         """Move pending steps to queued; returns those that moved (they must be sent)."""
         return list(self._run("enqueue", run_id, [queued_at, *steps]))
 
-    def retry(self, run_id: str, step: str, attempt: int, attempt_json: str, at: str,
-              worker: str, error: str) -> bool:
+    def retry(
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        attempt_json: str,
+        at: str,
+        worker: str,
+        error: str,
+    ) -> bool:
         """Queue a step again after a failed attempt; True if the caller must send it."""
         return bool(self._run("retry", run_id, [step, attempt, attempt_json, at, worker, error]))
 
@@ -217,11 +265,21 @@ class RedisStore:
             return False, -1, []
         return True, int(r[1]), list(r[2:])
 
-    def finish(self, run_id: str, status: str, finished_at: str, output_json: str,
-               error: str, wall_time: float) -> bool:
+    def finish(
+        self,
+        run_id: str,
+        status: str,
+        finished_at: str,
+        output_json: str,
+        error: str,
+        wall_time: float,
+    ) -> bool:
         """Write the final status once and set the TTL on every key of the run."""
-        done = self._run("finish", run_id, [status, finished_at, output_json, error,
-                                            repr(wall_time), self.result_ttl])
+        done = self._run(
+            "finish",
+            run_id,
+            [status, finished_at, output_json, error, repr(wall_time), self.result_ttl],
+        )
         if done:
             pipe = self.client.pipeline(transaction=False)
             pipe.zrem(self.deadlines_key, run_id)
@@ -232,14 +290,14 @@ class RedisStore:
     def set_leases(self, leases: dict[str, float]) -> None:
         """Record lease expiries (`run|step` → epoch seconds) for the sweeper."""
         if leases:
-            self.client.zadd(self.leases_key, leases)
+            self.client.zadd(self.leases_key, leases)  # type: ignore[arg-type]
 
     def drop_lease(self, run_id: str, step: str) -> None:
         self.client.zrem(self.leases_key, f"{run_id}|{step}")
 
     def expired_leases(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
         members = self.client.zrangebyscore(self.leases_key, 0, now, start=0, num=limit)
-        return [tuple(m.split("|", 1)) for m in members]  # type: ignore[union-attr,misc]
+        return [(m.split("|", 1)[0], m.split("|", 1)[1]) for m in members]
 
     def take_lease_hint(self, run_id: str, step: str) -> bool:
         """Remove a lease hint; True for exactly one of several sweepers."""

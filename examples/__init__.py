@@ -1,0 +1,1 @@
+"""Example tools (`examples.tools`) and flows (`examples/*.yaml`) for dagrelay."""

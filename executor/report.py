@@ -1,0 +1,163 @@
+"""Rich renderings of a run for the command line: the step table and the summary line."""
+
+from __future__ import annotations
+
+import json
+
+from rich import box
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from executor.diagram import format_seconds
+from executor.result import ExecutionResult, StepRecord
+
+STATUS_STYLES: dict[str, str] = {
+    "succeeded": "green",
+    "failed": "bold red",
+    "upstream_failed": "red",
+    "cancelled": "yellow",
+    "timed_out": "yellow",
+    "skipped": "dim",
+    "running": "cyan",
+    "queued": "blue",
+    "pending": "dim",
+}
+MAX_ITEM_ROWS = 10  # map items listed under their step; the rest are counted
+MAX_OUTPUT_CHARS = 2000
+WIDE = 110  # narrower consoles drop the worker column when one worker did everything
+
+
+def status_text(status: str) -> Text:
+    """A status word in its colour."""
+    return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+def step_table(result: ExecutionResult, *, items: bool = True, show_worker: bool = True) -> Table:
+    """One row per step (in flow order), plus up to `MAX_ITEM_ROWS` rows per map step.
+
+    Args:
+        items: list map items (`[0]`, `[1]`...) under their step.
+        show_worker: include the worker column.
+    """
+    table = Table(
+        title=Text(f"{result.flow_name} v{result.flow_version}", style="bold"),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("step", overflow="fold", min_width=4)
+    table.add_column("tool", overflow="fold", min_width=4)
+    table.add_column("status", no_wrap=True)
+    table.add_column("attempts", justify="right")
+    table.add_column("queue wait", justify="right", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    if show_worker:
+        table.add_column("worker", overflow="fold", min_width=6)
+    table.add_column("error", overflow="fold", min_width=10)
+    for rec in result.steps.values():
+        table.add_row(*_row(rec, Text(rec.step_id), show_worker))
+        if items and rec.items:
+            for i, child in enumerate(rec.items[:MAX_ITEM_ROWS]):
+                table.add_row(*_row(child, Text(f"  [{i}]", style="dim"), show_worker))
+            hidden = len(rec.items) - MAX_ITEM_ROWS
+            if hidden > 0:
+                table.add_row(Text(f"  … {hidden} more items", style="dim"))
+    return table
+
+
+def _row(rec: StepRecord, name: Text, show_worker: bool) -> list[RenderableType]:
+    if rec.items is not None:  # a map step: every try of every item
+        tries = sum(len(c.attempts) for c in rec.items)
+        attempts = str(tries) if rec.items else "-"
+    else:
+        attempts = str(len(rec.attempts)) if rec.attempts else "-"
+    error = Text(_first_line(str(rec.error)), style="red") if rec.error else Text("")
+    row: list[RenderableType] = [
+        name,
+        Text(rec.tool),
+        status_text(rec.status),
+        attempts,
+        format_seconds(rec.queue_wait),
+        format_seconds(rec.duration),
+    ]
+    if show_worker:
+        row.append(Text(step_worker(rec) or "-"))
+    row.append(error)
+    return row
+
+
+def workers(result: ExecutionResult) -> list[str]:
+    """Every worker any step of the run ran on, sorted."""
+    found = set()
+    for rec in result.steps.values():
+        for r in [rec, *(rec.items or ())]:
+            w = step_worker(r)
+            if w and not w.endswith(" workers"):
+                found.add(w)
+    return sorted(found)
+
+
+def step_worker(rec: StepRecord) -> str | None:
+    """Where a step ran: its own `worker`, else its last attempt's, else its items'."""
+    if rec.worker:
+        return rec.worker
+    for attempt in reversed(rec.attempts):
+        if attempt.worker:
+            return attempt.worker
+    if rec.items:
+        workers = sorted({w for w in (step_worker(c) for c in rec.items) if w})
+        if len(workers) == 1:
+            return workers[0]
+        if workers:
+            return f"{len(workers)} workers"
+    return None
+
+
+def summary_text(result: ExecutionResult) -> Text:
+    """One line: status, wall time, step time, critical path (time and steps), parallelism."""
+    text = Text()
+    text.append(result.status, style=STATUS_STYLES.get(result.status, "") + " bold")
+    text.append(f" in {format_seconds(result.wall_time)}")
+    text.append(f" · step time {format_seconds(result.step_time)}")
+    text.append(f" · critical path {format_seconds(result.critical_path_time)}")
+    if result.critical_path:
+        text.append(" (" + " → ".join(result.critical_path) + ")", style="dim")
+    if result.parallelism is not None:
+        text.append(f" · parallelism {result.parallelism:.2f}x")
+    text.append(f" · run {result.run_id}", style="dim")
+    return text
+
+
+def output_text(result: ExecutionResult) -> Text | None:
+    """The run's output as indented JSON (cut to a readable size), or None if it has none."""
+    if result.output is None:
+        return None
+    body = json.dumps(result.output, indent=2, ensure_ascii=False, default=str)
+    if len(body) > MAX_OUTPUT_CHARS:
+        body = body[:MAX_OUTPUT_CHARS] + f"\n… ({len(body) - MAX_OUTPUT_CHARS} more characters)"
+    return Text("output: ", style="bold") + Text(body)
+
+
+def print_run_report(console: Console, result: ExecutionResult) -> None:
+    """Everything `dagrelay run` prints at the end: the step table, output and summary.
+
+    On a narrow console a run that used a single worker names it in the summary instead
+    of a column. The output and summary are printed unwrapped (`soft_wrap`) so that
+    piped text keeps its lines whole.
+    """
+    used = workers(result)
+    show_worker = console.width >= WIDE or len(used) > 1
+    console.print(step_table(result, show_worker=show_worker))
+    out = output_text(result)
+    if out is not None:
+        console.print(out, soft_wrap=True)
+    summary = summary_text(result)
+    if not show_worker and used:
+        summary.append(f" · worker {used[0]}", style="dim")
+    console.print(summary, soft_wrap=True)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text

@@ -1,0 +1,1 @@
+"""Test helpers that start real things: a redis-server, dagrelay worker processes."""
