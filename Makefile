@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint unit bench clean
+.PHONY: venv demo test lint unit bench clean redis-server
 
 venv: $(STAMP)
 
@@ -23,12 +23,22 @@ lint: venv
 	$(BIN)/ruff format --check executor workers tests examples benchmarks
 	$(BIN)/mypy executor workers
 
-unit: venv
+# The tests start their own redis-server on a free port; make sure the binary exists.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's redis-server for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "error: redis-server is needed by the tests: install it (apt-get install redis-server)"; exit 1; \
+	  fi; }
+
+unit: venv redis-server
 	$(BIN)/python -m pytest
 
 test: lint unit
 
-bench: venv
+bench: venv redis-server
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -7,11 +7,11 @@ from typing import Any
 
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
 from executor.backends.redis import NO_TIME_LIMIT_MS
 from executor.backends.redis_store import RedisStore
+from executor.backends.wakeup import WakingRedisBroker
 from executor.coordinator import ACTOR_NAME
 from executor.tools import ToolRegistry, default_registry, load_tools
 from workers.runtime import StepRuntime
@@ -57,9 +57,9 @@ def setup(
             settings.redis_url, decode_responses=True, health_check_interval=30
         )
     if broker_client is not None:
-        broker = RedisBroker(client=broker_client)
+        broker = WakingRedisBroker(client=broker_client)
     else:
-        broker = RedisBroker(url=settings.redis_url)
+        broker = WakingRedisBroker(url=settings.redis_url)
     store = RedisStore(client, settings.namespace, settings.result_ttl)
     runtime = StepRuntime(settings, registry, store, broker)
     broker.add_middleware(DagrelayMiddleware(runtime))

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
 
 from executor.backends.redis_store import DEFAULT_TTL, RedisStore, RunData
+from executor.backends.wakeup import WakingRedisBroker
 from executor.coordinator import ACTOR_NAME, Coordinator, RunContext
 from executor.dag import Dag
 from executor.errors import DagrelayError
@@ -108,7 +108,7 @@ class RedisBackend:
         self.client = client if client is not None else connect(url)
         self.store = RedisStore(self.client, namespace, result_ttl)
         if broker is None:
-            broker = RedisBroker(url=url, middleware=[])
+            broker = WakingRedisBroker(url=url, middleware=[])
         self.broker = broker
         self.coordinator = Coordinator(self.store, BrokerSender(broker), self._tool_timeout)
 
