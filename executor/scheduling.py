@@ -9,6 +9,7 @@ asks `Scheduler` the same questions.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,6 +37,13 @@ class Scheduler:
     def __init__(self, dag: Dag) -> None:
         self.dag = dag
         self.fail_fast = dag.flow.on_failure == "fail_fast"
+        # A map step's `when` that reads `item`/`index` filters items (the backend
+        # evaluates it per item); any other `when` decides the whole step here.
+        self._per_item = frozenset(
+            sid
+            for sid, pred in dag.predicates.items()
+            if dag.steps[sid].map is not None and _reads_item(pred.tree)
+        )
 
     def decide(
         self,
@@ -62,7 +70,7 @@ class Scheduler:
         elif step.trigger == "none_failed" and any(s in _FAILED for s in dep_status):
             return Resolution("upstream_failed")
         predicate = self.dag.predicates.get(step_id)
-        if predicate is not None and step.map is None:
+        if predicate is not None and step_id not in self._per_item:
             try:
                 ok = predicate.evaluate(input, _only_succeeded(outputs, statuses, predicate.steps))
             except PredicateError as exc:
@@ -83,6 +91,10 @@ class Scheduler:
         if stop == "failed" or any(s in _FAILED for s in statuses.values()):
             return "failed"
         return "succeeded"
+
+
+def _reads_item(tree: ast.AST) -> bool:
+    return any(isinstance(n, ast.Name) and n.id in ("item", "index") for n in ast.walk(tree))
 
 
 def _only_succeeded(

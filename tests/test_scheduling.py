@@ -1,0 +1,321 @@
+"""The pure scheduling core (`executor.scheduling`): no asyncio, no clocks, no tools."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from executor import Flow, Step
+from executor.scheduling import Actions, RunState, Scheduler
+
+TERMINAL = ("succeeded", "failed", "skipped", "upstream_failed", "cancelled")
+
+
+def dag_of(*steps: Step, on_failure: str = "fail_fast"):
+    return Flow(name="t", steps=list(steps), on_failure=on_failure).validate_flow()
+
+
+def join_dag(trigger: str, when: str | None = None, on_failure: str = "continue"):
+    return dag_of(
+        Step(id="a", tool="t"),
+        Step(id="b", tool="t"),
+        Step(id="c", tool="t", depends_on=["a", "b"], trigger=trigger, when=when),
+        on_failure=on_failure,
+    )
+
+
+def expected_decision(trigger: str, deps: tuple[str, str]) -> str:
+    """The documented trigger rules, written out independently."""
+    if "cancelled" in deps:
+        return "cancelled"  # the run is stopping: nothing new starts
+    failed = any(s in ("failed", "upstream_failed") for s in deps)
+    if trigger == "all_success":
+        if failed:
+            return "upstream_failed"
+        if "skipped" in deps:
+            return "skipped"
+        return "run"
+    if trigger == "none_failed":
+        return "upstream_failed" if failed else "run"
+    return "run"  # all_done
+
+
+# decide() ----------------------------------------------------------------------------
+@pytest.mark.parametrize("trigger", ["all_success", "none_failed", "all_done"])
+@pytest.mark.parametrize("deps", list(itertools.product(TERMINAL, repeat=2)))
+def test_decide_trigger_rules(trigger, deps):
+    dag = join_dag(trigger)
+    res = Scheduler(dag).decide("c", {"a": deps[0], "b": deps[1]}, {}, {})
+    assert res.decision == expected_decision(trigger, deps)
+    assert res.error is None
+
+
+@pytest.mark.parametrize(("go", "decision"), [(True, "run"), (False, "skipped")])
+def test_decide_when(go, decision):
+    dag = join_dag("all_success", when="input.go and steps.a.n > 1")
+    res = Scheduler(dag).decide(
+        "c", {"a": "succeeded", "b": "succeeded"}, {"go": go}, {"a": {"n": 2}, "b": None}
+    )
+    assert res.decision == decision
+
+
+def test_decide_when_error_fails_the_step():
+    dag = join_dag("all_success", when="steps.a.missing > 1")
+    res = Scheduler(dag).decide("c", {"a": "succeeded", "b": "succeeded"}, {}, {"a": {}})
+    assert res.decision == "failed"
+    assert res.error is not None and res.error.type == "PredicateError"
+    assert "missing" in res.error.message
+
+
+def test_decide_when_sees_none_for_steps_that_did_not_succeed():
+    dag = join_dag("all_done", when="steps.a == None and steps.b == 3")
+    # a failed but (wrongly) has an output lying around: the predicate must not see it.
+    res = Scheduler(dag).decide("c", {"a": "failed", "b": "succeeded"}, {}, {"a": "stale", "b": 3})
+    assert res.decision == "run"
+
+
+def test_decide_trigger_before_when():
+    # A skipped dependency skips an all_success step without evaluating its `when`
+    # (which would fail on the missing output).
+    dag = join_dag("all_success", when="steps.a.x > 0")
+    res = Scheduler(dag).decide("c", {"a": "skipped", "b": "succeeded"}, {}, {})
+    assert res.decision == "skipped"
+    res = Scheduler(dag).decide("c", {"a": "failed", "b": "succeeded"}, {}, {})
+    assert res.decision == "upstream_failed"
+
+
+def test_decide_roots():
+    dag = dag_of(Step(id="r", tool="t"), Step(id="w", tool="t", when="input.x == 1"))
+    s = Scheduler(dag)
+    assert s.decide("r", {}, {}, {}).decision == "run"
+    assert s.decide("w", {}, {"x": 1}, {}).decision == "run"
+    assert s.decide("w", {}, {"x": 2}, {}).decision == "skipped"
+
+
+def test_decide_map_step_when():
+    dag = dag_of(
+        Step(id="whole", tool="t", map="$input.xs", when="input.go"),
+        Step(id="per_item", tool="t", map="$input.xs", when="item > 1"),
+    )
+    s = Scheduler(dag)
+    # A `when` not reading item/index decides the whole map step ...
+    assert s.decide("whole", {}, {"go": False}, {}).decision == "skipped"
+    assert s.decide("whole", {}, {"go": True}, {}).decision == "run"
+    # ... one reading `item` filters items, so the step itself runs.
+    assert s.decide("per_item", {}, {}, {}).decision == "run"
+
+
+def test_stops_run_and_run_status():
+    ff = Scheduler(join_dag("all_success", on_failure="fail_fast"))
+    cont = Scheduler(join_dag("all_success", on_failure="continue"))
+    assert ff.stops_run("failed")
+    assert not ff.stops_run("upstream_failed") and not ff.stops_run("succeeded")
+    assert not cont.stops_run("failed")
+    rs = Scheduler.run_status
+    assert rs({"a": "succeeded", "b": "skipped"}, None) == "succeeded"
+    assert rs({"a": "succeeded", "b": "failed"}, None) == "failed"
+    assert rs({"a": "succeeded", "b": "upstream_failed"}, None) == "failed"
+    assert rs({"a": "succeeded", "b": "cancelled"}, "failed") == "failed"
+    assert rs({"a": "failed", "b": "cancelled"}, "cancelled") == "cancelled"
+    assert rs({"a": "succeeded", "b": "cancelled"}, "timed_out") == "timed_out"
+
+
+# RunState ----------------------------------------------------------------------------
+def diamond(on_failure: str = "fail_fast") -> RunState:
+    dag = dag_of(
+        Step(id="a", tool="t"),
+        Step(id="b", tool="t", depends_on=["a"]),
+        Step(id="c", tool="t", depends_on=["a"]),
+        Step(id="d", tool="t", depends_on=["b", "c"]),
+        on_failure=on_failure,
+    )
+    return RunState(dag, {})
+
+
+def test_runstate_walks_a_diamond():
+    st = diamond()
+    assert st.run_status() == "running"
+    acts = st.start()
+    assert acts.run == ["a"] and acts.resolved == [] and acts.cancel_running == []
+    assert st.status["a"] == "queued"
+    st.mark_running("a")
+    assert st.status["a"] == "running"
+    acts = st.finish("a", "succeeded", 1)
+    assert sorted(acts.run) == ["b", "c"]
+    assert st.outputs == {"a": 1}
+    # d waits for both b and c.
+    assert st.finish("b", "succeeded", 2).run == []
+    assert st.status["d"] == "pending"
+    assert st.finish("c", "succeeded", 3).run == ["d"]
+    assert not st.finished
+    assert st.finish("d", "succeeded", 5).run == []
+    assert st.finished
+    assert st.run_status() == "succeeded"
+    assert st.outputs == {"a": 1, "b": 2, "c": 3, "d": 5}
+
+
+def test_runstate_only_keeps_outputs_of_succeeded_steps():
+    st = diamond("continue")
+    st.start()
+    st.finish("a", "failed", "ignored")
+    assert st.outputs == {}
+
+
+def test_runstate_finish_of_terminal_step_is_a_noop():
+    st = diamond()
+    st.start()
+    st.finish("a", "succeeded", 1)
+    before = (dict(st.status), dict(st.outputs), dict(st.remaining), st.unfinished)
+    acts = st.finish("a", "failed", 2)
+    assert acts == Actions()
+    assert (dict(st.status), dict(st.outputs), dict(st.remaining), st.unfinished) == before
+    # A duplicate must not release dependents twice either.
+    st.finish("b", "succeeded", 2)
+    st.finish("b", "succeeded", 2)
+    assert st.status["d"] == "pending"
+    assert st.finish("c", "succeeded", 3).run == ["d"]
+
+
+def test_runstate_mark_running_only_from_queued():
+    st = diamond()
+    st.start()
+    st.mark_running("d")  # pending: not started yet
+    assert st.status["d"] == "pending"
+    st.finish("a", "succeeded")
+    st.mark_running("a")  # terminal stays terminal
+    assert st.status["a"] == "succeeded"
+
+
+def test_fail_fast_stop_cancels_pending_and_reports_running():
+    dag = dag_of(
+        Step(id="bad", tool="t"),
+        Step(id="run1", tool="t"),
+        Step(id="queued1", tool="t"),
+        Step(id="child", tool="t", depends_on=["run1"]),
+        Step(id="after_bad", tool="t", depends_on=["bad"]),
+    )
+    st = RunState(dag, {})
+    assert sorted(st.start().run) == ["bad", "queued1", "run1"]
+    st.mark_running("bad")
+    st.mark_running("run1")
+    acts = st.finish("bad", "failed")
+    assert st.stop_reason == "failed"
+    assert acts.run == []
+    assert acts.cancel_running == ["run1"]
+    assert sorted(sid for sid, status, _ in acts.resolved) == ["after_bad", "child", "queued1"]
+    assert {status for _, status, _ in acts.resolved} == {"cancelled"}
+    assert st.status["run1"] == "running"
+    assert not st.finished
+    assert st.run_status() == "running"
+    # The running step ends (cancelled); nothing new is released.
+    acts = st.finish("run1", "cancelled")
+    assert acts.run == [] and acts.resolved == []
+    assert st.finished
+    assert st.run_status() == "failed"
+
+
+def test_fail_fast_second_failure_after_stop():
+    dag = dag_of(
+        Step(id="x", tool="t"), Step(id="y", tool="t"), Step(id="z", tool="t", depends_on=["y"])
+    )
+    st = RunState(dag, {})
+    st.start()
+    st.mark_running("x")
+    st.mark_running("y")
+    st.finish("x", "failed")
+    acts = st.finish("y", "failed")
+    assert acts.run == [] and acts.cancel_running == []
+    assert st.status == {"x": "failed", "y": "failed", "z": "cancelled"}
+    assert st.run_status() == "failed"
+
+
+def test_continue_propagates_upstream_failed_only_downstream():
+    dag = dag_of(
+        Step(id="bad", tool="t"),
+        Step(id="u1", tool="t", depends_on=["bad"]),
+        Step(id="u2", tool="t", depends_on=["u1"]),
+        Step(id="clean", tool="t", depends_on=["u2"], trigger="all_done"),
+        Step(id="ok", tool="t"),
+        on_failure="continue",
+    )
+    st = RunState(dag, {})
+    st.start()
+    acts = st.finish("bad", "failed")
+    assert acts.resolved == [("u1", "upstream_failed", None), ("u2", "upstream_failed", None)]
+    assert acts.run == ["clean"]
+    assert st.stop_reason is None
+    assert st.status["ok"] == "queued"
+    st.finish("clean", "succeeded")
+    st.finish("ok", "succeeded")
+    assert st.run_status() == "failed"
+
+
+def test_when_false_at_start_skips_and_cascades():
+    dag = dag_of(
+        Step(id="gate", tool="t", when="input.go"),
+        Step(id="s1", tool="t", depends_on=["gate"]),
+        Step(id="join", tool="t", depends_on=["s1"], trigger="none_failed"),
+    )
+    st = RunState(dag, {"go": False})
+    acts = st.start()
+    assert [(s, d) for s, d, _ in acts.resolved] == [("gate", "skipped"), ("s1", "skipped")]
+    assert acts.run == ["join"]
+    st.finish("join", "succeeded")
+    assert st.run_status() == "succeeded"
+
+
+def test_predicate_error_fails_and_stops_in_fail_fast():
+    dag = dag_of(
+        Step(id="a", tool="t"),
+        Step(id="b", tool="t", depends_on=["a"], when="steps.a.k > 0"),
+        Step(id="other", tool="t"),
+    )
+    st = RunState(dag, {})
+    st.start()
+    st.mark_running("other")
+    acts = st.finish("a", "succeeded", {})
+    assert acts.resolved[0][:2] == ("b", "failed")
+    assert acts.resolved[0][2].type == "PredicateError"
+    assert acts.cancel_running == ["other"]
+    assert st.stop_reason == "failed"
+
+
+def test_stop_cancels_and_is_idempotent():
+    st = diamond()
+    st.start()
+    st.mark_running("a")
+    acts = st.stop("cancelled")
+    assert acts.cancel_running == ["a"]
+    assert sorted(s for s, _, _ in acts.resolved) == ["b", "c", "d"]
+    assert st.stop("timed_out") == Actions()  # first reason wins
+    st.finish("a", "cancelled")
+    assert st.run_status() == "cancelled"
+    assert st.stop("cancelled") == Actions()
+
+
+def test_stop_after_the_end_changes_nothing():
+    st = diamond()
+    st.start()
+    for sid in ("a", "b", "c", "d"):
+        st.finish(sid, "succeeded")
+    assert st.stop("timed_out") == Actions()
+    assert st.run_status() == "succeeded"
+
+
+def test_timed_out_status():
+    st = diamond()
+    st.start()
+    st.stop("timed_out")
+    st.finish("a", "cancelled")
+    assert st.run_status() == "timed_out"
+
+
+def test_skip_cascade_down_a_long_chain_is_not_recursive():
+    n = 3000
+    steps = [Step(id="s0", tool="t", when="input.go")]
+    steps += [Step(id=f"s{i}", tool="t", depends_on=[f"s{i - 1}"]) for i in range(1, n)]
+    st = RunState(dag_of(*steps), {"go": False})
+    acts = st.start()
+    assert len(acts.resolved) == n
+    assert st.finished and st.run_status() == "succeeded"
