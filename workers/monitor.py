@@ -44,6 +44,8 @@ class Tracked:
     deadline: float | None = None  # monotonic, sync tools only
     in_call: bool = False
     reason: str | None = None
+    slot: str | None = None  # holder name in the tool's semaphore, if it has a limit
+    tool: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def interrupt(self, reason: str) -> None:
@@ -82,8 +84,10 @@ class Monitor:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def track(self, run_id: str, step_id: str, attempt: int) -> Tracked:
-        t = Tracked(run_id, step_id, attempt, threading.get_ident())
+    def track(
+        self, run_id: str, step_id: str, attempt: int, slot: str | None = None, tool: str = ""
+    ) -> Tracked:
+        t = Tracked(run_id, step_id, attempt, threading.get_ident(), slot=slot, tool=tool)
         with self._lock:
             self._tracked.add(t)
         self._wake.set()
@@ -140,13 +144,21 @@ class Monitor:
         lease_ms = int(self.lease_seconds * 1000)
         expiry = time.time() + self.lease_seconds
         hints: dict[str, float] = {}
+        slots: dict[str, dict[str, float]] = {}
+        stops: dict[str, str] = {}
         for t in tracked:
             if renew:
                 held, stop = self.store.renew(t.run_id, t.step_id, t.attempt, lease_ms)
                 if held:
                     hints[f"{t.run_id}|{t.step_id}"] = expiry
+                    if t.slot is not None:
+                        slots.setdefault(t.tool, {})[t.slot] = expiry * 1000
             else:
-                stop = self.store.run_meta(t.run_id, "stop").get("stop", "")
+                if t.run_id not in stops:
+                    stops[t.run_id] = self.store.run_meta(t.run_id, "stop").get("stop", "")
+                stop = stops[t.run_id]
             if stop:
                 t.interrupt("cancelled")
         self.store.set_leases(hints)
+        if slots:
+            self.store.renew_slots(slots)

@@ -17,7 +17,7 @@ import dramatiq
 
 from executor.attempts import call_tool, format_tb, run_attempts, run_items
 from executor.backends.redis import BrokerSender
-from executor.backends.redis_store import RedisStore
+from executor.backends.redis_store import Claim, RedisStore
 from executor.coordinator import Coordinator, RunContext, now_iso
 from executor.errors import RunNotFoundError
 from executor.flow import Step
@@ -30,6 +30,8 @@ from workers.monitor import Monitor, StepCancelled, StepTimedOut, Tracked
 from workers.settings import Settings
 
 log = logging.getLogger("dagrelay.worker")
+# A step whose tool has no free slot comes back after this long (still queued).
+SLOT_RETRY_MS = 20
 
 
 class StepRuntime:
@@ -87,19 +89,25 @@ class StepRuntime:
         if step is None:
             log.warning("run %s: no step %r; message dropped", run_id, step_id)
             return
-        worker = self.worker
-        lease_ms = int(self.settings.lease_seconds * 1000)
+        tool = self.registry.get(step.tool) if step.tool in self.registry else None
+        slot = (tool.name, tool.max_concurrency) if tool and tool.max_concurrency else None
         started = now_iso()
         claim = self.store.claim(
             run_id,
             step_id,
             attempt,
             secrets.token_hex(6),
-            lease_ms,
+            int(self.settings.lease_seconds * 1000),
             started,
-            worker,
+            self.worker,
             ctx.needs[step_id],
+            semaphore=slot,
         )
+        if claim.kind == "full":
+            # Every slot of the tool is taken cluster-wide: the step stays queued (its
+            # queue_wait grows) and this message comes back shortly.
+            self.send_step(ctx, step_id, attempt, SLOT_RETRY_MS)
+            return
         if claim.kind != "ok":
             log.debug(
                 "run %s step %s attempt %s: %s (%s)",
@@ -110,9 +118,29 @@ class StepRuntime:
                 claim.detail,
             )
             return
-        t0 = time.perf_counter()
         self.store.set_leases({f"{run_id}|{step_id}": time.time() + self.settings.lease_seconds})
-        number = claim.attempt
+        try:
+            self._execute(ctx, step, tool, claim, started)
+        finally:
+            self.store.drop_lease(run_id, step_id)
+
+    def send_step(self, ctx: RunContext, step_id: str, attempt: int, delay_ms: int | None) -> None:
+        tool = ctx.dag.steps[step_id].tool
+        self.sender.send(
+            ctx.run_id,
+            step_id,
+            attempt,
+            ctx.queue(step_id),
+            delay_ms=delay_ms,
+            time_limit_ms=ctx.time_limit_ms(step_id, self._tool_timeout(tool)),
+        )
+
+    def _execute(
+        self, ctx: RunContext, step: Step, tool: Tool | None, claim: Claim, started: str
+    ) -> None:
+        """Run a claimed attempt, then record it: retry, or complete and coordinate."""
+        run_id, step_id, number, worker = ctx.run_id, step.id, claim.attempt, self.worker
+        t0 = time.perf_counter()
         attempt_rec: dict[str, Any] = {"number": number, "started_at": started, "worker": worker}
         record: dict[str, Any] = {
             "worker": worker,
@@ -121,67 +149,19 @@ class StepRuntime:
         }
         if claim.queued_at and claim.started_at:
             record["queue_wait"] = _seconds(claim.queued_at, claim.started_at)
-        scope = Scope(ctx.inputs, claim.outputs or {})
-        tracked = self.monitor.track(run_id, step_id, number)
-        status, output = "failed", None
-        exc: Exception | None = None
-        map_error: StepError | None = None
-        tool = self.registry.get(step.tool) if step.tool in self.registry else None
-        try:
-            if tool is None:
-                raise LookupError(
-                    f"tool {step.tool!r} is not registered in worker {self.worker_base} "
-                    f"(known: {', '.join(self.registry.names()) or 'none'})"
-                )
-            if step.map is not None:
-                status, output, map_error = self._run_map(ctx, step, tool, scope, record, tracked)
-            else:
-                data = scope.resolve(step.inputs)
-                record["inputs"] = data
-                kwargs = tool.validate_inputs(data)
-                timeout = step.timeout if step.timeout is not None else tool.timeout
-                output = tool.dump_output(self._call(tool, kwargs, timeout, tracked))
-                status = "succeeded"
-        except StepCancelled:
-            status = "cancelled"
-        except StepTimedOut:
-            exc = TimeoutError(
-                f"tool {step.tool!r} exceeded its timeout of "
-                f"{step.timeout or (tool.timeout if tool else None)}s"
-            )
-        except asyncio.CancelledError:
-            status = "cancelled"
-        except Exception as e:
-            exc = e
-        finally:
-            self.monitor.untrack(tracked)
-        duration = time.perf_counter() - t0
+        status, output, exc, error = self._attempt(ctx, step, tool, claim, record)
         finished = now_iso()
-        attempt_rec.update(finished_at=finished, duration=duration)
-        error: StepError | None = None
-        if status == "cancelled":
-            error = StepError(type="CancelledError", message=f"run {tracked.reason or 'stopped'}")
+        attempt_rec.update(finished_at=finished, duration=time.perf_counter() - t0)
+        if error is not None:
             attempt_rec["error"] = error.model_dump()
-        elif exc is not None:
-            error = StepError.from_exception(exc, format_tb(exc))
-            attempt_rec["error"] = error.model_dump()
+        if exc is not None and step.map is None:
             policy = step.retry or (tool.retry if tool else None) or NO_RETRY
-            delay = policy.next_delay(number, exc) if step.map is None else None
+            delay = policy.next_delay(number, exc)
             if delay is not None and self.store.retry(
                 run_id, step_id, number, json.dumps(attempt_rec), finished, worker, str(error)
             ):
-                self.store.drop_lease(run_id, step_id)
-                self.sender.send(
-                    run_id,
-                    step_id,
-                    number + 1,
-                    ctx.queue(step_id),
-                    delay_ms=int(delay * 1000) or None,
-                    time_limit_ms=ctx.time_limit_ms(step_id, self._tool_timeout(step.tool)),
-                )
+                self.send_step(ctx, step_id, number + 1, int(delay * 1000) or None)
                 return
-        if map_error is not None:
-            error = map_error
         record.update(finished_at=finished, error=error.model_dump() if error else None)
         if record.get("started_at"):
             record["duration"] = _seconds(record["started_at"], finished)
@@ -196,7 +176,49 @@ class StepRuntime:
             attempt_json=json.dumps(attempt_rec),
             error=str(error) if error else "",
         )
-        self.store.drop_lease(run_id, step_id)
+
+    def _attempt(
+        self, ctx: RunContext, step: Step, tool: Tool | None, claim: Claim, record: dict[str, Any]
+    ) -> tuple[str, Any, Exception | None, StepError | None]:
+        """Call the tool once (or a map step's items); returns status, output, error."""
+        limited = tool is not None and tool.max_concurrency is not None
+        tracked = self.monitor.track(
+            ctx.run_id,
+            step.id,
+            claim.attempt,
+            tool=step.tool,
+            slot=self.store.holder(ctx.run_id, step.id) if limited else None,
+        )
+        try:
+            if tool is None:
+                raise LookupError(
+                    f"tool {step.tool!r} is not registered in worker {self.worker_base} "
+                    f"(known: {', '.join(self.registry.names()) or 'none'})"
+                )
+            scope = Scope(ctx.inputs, claim.outputs or {})
+            if step.map is not None:
+                status, output, map_error = self._run_map(ctx, step, tool, scope, record, tracked)
+                return status, output, None, map_error
+            data = scope.resolve(step.inputs)
+            record["inputs"] = data
+            kwargs = tool.validate_inputs(data)
+            timeout = step.timeout if step.timeout is not None else tool.timeout
+            output = tool.dump_output(self._call(tool, kwargs, timeout, tracked))
+            return "succeeded", output, None, None
+        except (StepCancelled, asyncio.CancelledError):
+            why = tracked.reason or "stopped"
+            return "cancelled", None, None, StepError(type="CancelledError", message=f"run {why}")
+        except StepTimedOut:
+            limit = step.timeout or (tool.timeout if tool else None)
+            exc: Exception = TimeoutError(f"tool {step.tool!r} exceeded its timeout of {limit}s")
+        except Exception as e:
+            exc = e
+        finally:
+            self.monitor.untrack(tracked)
+            if limited:
+                # Free the slot before coordinating: a dependent may want it next.
+                self.store.release_slot(step.tool, ctx.run_id, step.id)
+        return "failed", None, exc, StepError.from_exception(exc, format_tb(exc))
 
     def _call(
         self, tool: Tool, kwargs: dict[str, Any], timeout: float | None, tracked: Tracked
@@ -312,14 +334,7 @@ class Sweeper:
                 log.warning(
                     "run %s step %s: worker lost, sending attempt %s", run_id, step_id, attempt
                 )
-                tool = ctx.dag.steps[step_id].tool
-                rt.sender.send(
-                    run_id,
-                    step_id,
-                    attempt,
-                    ctx.queue(step_id),
-                    time_limit_ms=ctx.time_limit_ms(step_id, rt._tool_timeout(tool)),
-                )
+                rt.send_step(ctx, step_id, attempt, None)
             else:
                 rt.coordinator.completed(
                     ctx,

@@ -139,6 +139,10 @@ class RedisBackend:
         self.coordinator.start(ctx)
         return RedisRunHandle(self, run_id)
 
+    def close(self) -> None:
+        self.client.close()
+        self.broker.close()
+
     def get(self, run_id: str) -> RedisRunHandle:
         self.store.run_meta(run_id, "status")  # raises RunNotFoundError
         return RedisRunHandle(self, run_id)

@@ -82,8 +82,14 @@ class RedisStore:
         """The run's keys, in the order every script expects."""
         return [f"{self.namespace}:{{{run_id}}}:{name}" for name in KEY_NAMES]
 
-    def _run(self, script: str, run_id: str, args: list[Any]) -> Any:
-        return self._scripts[script](keys=self.keys(run_id), args=args)
+    def _run(
+        self, script: str, run_id: str, args: list[Any], extra_keys: tuple[str, ...] = ()
+    ) -> Any:
+        return self._scripts[script](keys=[*self.keys(run_id), *extra_keys], args=args)
+
+    def semaphore_key(self, tool: str) -> str:
+        """The cluster-wide concurrency slots of a tool (holders scored by lease expiry)."""
+        return f"{self.namespace}:sem:{tool}"
 
     # Creating and reading runs ---------------------------------------------------------
     def create_run(
@@ -188,9 +194,22 @@ class RedisStore:
         started_at: str,
         worker: str,
         needs: tuple[str, ...],
+        semaphore: tuple[str, int] | None = None,
     ) -> Claim:
-        """Claim a step for an attempt and load the outputs it reads."""
-        r = self._run("claim", run_id, [step, attempt, token, lease_ms, started_at, worker, *needs])
+        """Claim a step for an attempt and load the outputs it reads.
+
+        Args:
+            semaphore: (tool, limit) to also take one of the tool's slots; the answer is
+                `full` when none is free.
+        """
+        limit = semaphore[1] if semaphore else 0
+        extra = (self.semaphore_key(semaphore[0]),) if semaphore else ()
+        r = self._run(
+            "claim",
+            run_id,
+            [step, attempt, token, lease_ms, started_at, worker, limit, *needs],
+            extra,
+        )
         if r[0] != "ok":
             return Claim(kind=r[0], detail=r[1] if len(r) > 1 else "")
         outputs = {s: json.loads(v) for s, v in zip(needs, r[5:], strict=True) if v != ""}
@@ -302,6 +321,21 @@ class RedisStore:
     def take_lease_hint(self, run_id: str, step: str) -> bool:
         """Remove a lease hint; True for exactly one of several sweepers."""
         return bool(self.client.zrem(self.leases_key, f"{run_id}|{step}"))
+
+    def release_slot(self, tool: str, run_id: str, step: str) -> None:
+        """Give back a tool slot taken by `claim`."""
+        self.client.zrem(self.semaphore_key(tool), self.holder(run_id, step))
+
+    def holder(self, run_id: str, step: str) -> str:
+        """A step's member name in a tool semaphore (as claim.lua writes it)."""
+        return f"{step}@{self.keys(run_id)[0]}"
+
+    def renew_slots(self, holders: dict[str, dict[str, float]]) -> None:
+        """Extend slot leases: {tool: {holder: expiry epoch ms}}."""
+        pipe = self.client.pipeline(transaction=False)
+        for tool, members in holders.items():
+            pipe.zadd(self.semaphore_key(tool), members, xx=True)  # type: ignore[arg-type]
+        pipe.execute()
 
     def overdue_runs(self, now: float, limit: int = 100) -> list[str]:
         return list(self.client.zrangebyscore(self.deadlines_key, 0, now, start=0, num=limit))

@@ -95,8 +95,70 @@ class LocalFactory(BackendFactory):
         return Harness(self.name, FlowExecutor(registry=tools.registry))
 
 
-BACKENDS = ["local"]
-_FACTORIES: dict[str, type[BackendFactory]] = {"local": LocalFactory}
+class RedisFakeFactory(BackendFactory):
+    """Redis semantics on fakeredis (Lua included), a Dramatiq worker in this process."""
+
+    name = "redis-fake"
+
+    def __init__(self) -> None:
+        import dramatiq
+        import fakeredis
+
+        from workers.broker import setup
+        from workers.settings import Settings
+
+        self._fakeredis = fakeredis
+        self.server = fakeredis.FakeServer()
+        self.broker, self.runtime = setup(
+            Settings(),
+            registry=tools.registry,
+            client=fakeredis.FakeRedis(server=self.server, decode_responses=True),
+            broker_client=fakeredis.FakeRedis(server=self.server),
+            set_global=False,
+        )
+        self.worker = dramatiq.Worker(self.broker, worker_threads=16, worker_timeout=100)
+        self.worker.start()
+
+    def harness(self) -> Harness:
+        client = self._fakeredis.FakeRedis(server=self.server, decode_responses=True)
+        ex = FlowExecutor(registry=tools.registry, redis_client=client, broker=self.broker)
+        return Harness(self.name, ex)
+
+    def close(self) -> None:
+        self.worker.stop()
+
+
+class RedisRealFactory(BackendFactory):
+    """A real redis-server on a free port and a real `dagrelay worker` process."""
+
+    name = "redis-real"
+
+    def __init__(self) -> None:
+        from tests.support.servers import RedisServer, WorkerProcess
+
+        self.server = RedisServer().start()
+        try:
+            self.worker = WorkerProcess(
+                self.server.url, "tests.conformance.tools", processes=1, threads=16
+            ).wait_ready()
+        except BaseException:
+            self.server.close()
+            raise
+
+    def harness(self) -> Harness:
+        return Harness(self.name, FlowExecutor(self.server.url, registry=tools.registry))
+
+    def close(self) -> None:
+        self.worker.stop()
+        self.server.close()
+
+
+BACKENDS = ["local", "redis-fake", "redis-real"]
+_FACTORIES: dict[str, type[BackendFactory]] = {
+    "local": LocalFactory,
+    "redis-fake": RedisFakeFactory,
+    "redis-real": RedisRealFactory,
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,8 +1,11 @@
 -- Claim a step for one attempt, and load what the worker needs, in one round trip.
--- KEYS: meta status remaining out rec att claims events times
--- ARGV: step, message attempt, token, lease ms, started_at, worker, deps whose outputs to return...
+-- KEYS: meta status remaining out rec att claims events times [tool semaphore]
+-- ARGV: step, message attempt, token, lease ms, started_at, worker, semaphore limit (0: none),
+--       deps whose outputs to return...
 -- Returns {'ok', attempt, queued_at, first started_at, lost attempt or 0, outputs...}
--- or {'done'|'stopped'|'busy'|'stale'|'missing', detail}.
+-- or {'done'|'stopped'|'busy'|'stale'|'missing'|'full', detail}.
+-- The semaphore (a tool's max_concurrency, cluster-wide) is a sorted set of holders by
+-- lease expiry: a crashed holder drops out when its lease passes, it cannot leak a slot.
 local step = ARGV[1]
 local st = redis.call('HGET', KEYS[2], step)
 if not st then return {'missing', ''} end
@@ -32,6 +35,28 @@ else
   lost = cur
   attempt = cur + 1
 end
+local limit = tonumber(ARGV[7])
+if limit > 0 then
+  local holder = step .. '@' .. KEYS[1]
+  redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', now)
+  if not redis.call('ZSCORE', KEYS[10], holder) and redis.call('ZCARD', KEYS[10]) >= limit then
+    return {'full', ''}
+  end
+  redis.call('ZADD', KEYS[10], now + tonumber(ARGV[4]), holder)
+  redis.call('PEXPIRE', KEYS[10], 2 * tonumber(ARGV[4]))
+end
+if lost > 0 then
+  local field = step .. ':' .. lost
+  local raw = redis.call('HGET', KEYS[6], field)
+  if raw then
+    local rec = cjson.decode(raw)
+    if rec['finished_at'] == nil then
+      rec['finished_at'] = ARGV[5]
+      rec['error'] = {type = 'WorkerLost', message = 'the worker stopped renewing its lease'}
+      redis.call('HSET', KEYS[6], field, cjson.encode(rec))
+    end
+  end
+end
 redis.call('HSET', KEYS[2], step, 'running')
 redis.call('HSET', KEYS[7], step, attempt .. '|' .. ARGV[3] .. '|' .. (now + tonumber(ARGV[4])))
 redis.call('HSETNX', KEYS[9], step .. ':s', ARGV[5])
@@ -41,7 +66,7 @@ redis.call('XADD', KEYS[8], '*', 'step', step, 'status', 'running', 'attempt', a
   'worker', ARGV[6], 'at', ARGV[5])
 local reply = {'ok', attempt, redis.call('HGET', KEYS[9], step .. ':q') or '',
   redis.call('HGET', KEYS[9], step .. ':s') or '', lost}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   reply[#reply + 1] = redis.call('HGET', KEYS[4], ARGV[i]) or ''
 end
 return reply
