@@ -15,6 +15,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from executor.errors import StepInputError
+from executor.flow import Step
+from executor.predicates import Predicate, PredicateError
+from executor.references import Scope, parse_ref
 from executor.result import Attempt, StepError, StepRecord, StepStatus
 from executor.retry import RetryPolicy
 from executor.tools import Tool
@@ -91,6 +95,7 @@ async def run_attempts(
             if number == 1:
                 t_start = t_attempt
                 rec.started_at = attempt.started_at
+                rec.worker = worker
                 rec.status = "running"
                 if t_queued is not None:
                     rec.queue_wait = t_attempt - t_queued
@@ -131,6 +136,76 @@ def _close(attempt: Attempt, t_attempt: float, error: StepError | None) -> None:
     attempt.finished_at = now()
     attempt.duration = time.perf_counter() - t_attempt
     attempt.error = error
+
+
+async def run_map(
+    rec: StepRecord,
+    step: Step,
+    tool: Tool,
+    policy: RetryPolicy,
+    timeout: float | None,
+    scope: Scope,
+    predicate: Predicate | None,
+    call: Caller,
+    worker: str,
+    slot: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+    t_queued: float | None = None,
+    on_start: Hook | None = None,
+) -> tuple[StepStatus, Any]:
+    """Run a map step: one tool call per item of `step.map`, concurrently, in `rec.items`.
+
+    A `when` that reads `item`/`index` filters items (a false one is `skipped`).
+    Returns:
+        `("succeeded", outputs in item order)`, or `("failed", None)` with `rec.error`.
+    """
+    assert step.map is not None
+    t0 = time.perf_counter()
+    rec.started_at = now()
+    rec.worker = worker
+    rec.status = "running"
+    if t_queued is not None:
+        rec.queue_wait = t0 - t_queued
+    if on_start is not None:
+        on_start(1, None)
+    try:
+        try:
+            items = scope.lookup(parse_ref(step.map))
+        except StepInputError as exc:
+            rec.error = StepError(type="StepInputError", message=str(exc))
+            return "failed", None
+        if not isinstance(items, list):
+            rec.error = StepError(
+                type="StepInputError",
+                message=f"map {step.map} is a {type(items).__name__}, not a list",
+            )
+            return "failed", None
+
+        async def one(child: StepRecord, i: int, item: Any) -> tuple[StepStatus, Any]:
+            if predicate is not None:
+                try:
+                    if not predicate.evaluate(scope.input, scope.outputs, item, i):
+                        return "skipped", None
+                except PredicateError as exc:
+                    child.error = StepError(type="PredicateError", message=str(exc))
+                    return "failed", None
+            child_scope = Scope(scope.input, scope.outputs, item, i, in_map=True)
+            return await run_attempts(
+                child,
+                tool,
+                policy,
+                timeout,
+                step.inputs,
+                child_scope.resolve,
+                call,
+                worker,
+                slot=slot,
+                t_queued=time.perf_counter(),
+            )
+
+        return await run_items(rec, items, one)
+    finally:
+        rec.finished_at = now()
+        rec.duration = time.perf_counter() - t0
 
 
 async def run_items(

@@ -15,14 +15,13 @@ from typing import Any
 
 import dramatiq
 
-from executor.attempts import call_tool, format_tb, run_attempts, run_items
+from executor.attempts import call_tool, format_tb, run_map
 from executor.backends.redis import BrokerSender
 from executor.backends.redis_store import Claim, RedisStore
 from executor.coordinator import Coordinator, RunContext, now_iso
 from executor.errors import RunNotFoundError
 from executor.flow import Step
-from executor.predicates import PredicateError
-from executor.references import Scope, parse_ref
+from executor.references import Scope
 from executor.result import StepError, StepRecord
 from executor.retry import NO_RETRY
 from executor.tools import Tool, ToolRegistry
@@ -246,34 +245,28 @@ class StepRuntime:
         record: dict[str, Any],
         tracked: Tracked,
     ) -> tuple[str, Any, StepError | None]:
-        assert step.map is not None
-        items = scope.lookup(parse_ref(step.map))
-        if not isinstance(items, list):
-            raise TypeError(f"map {step.map} is a {type(items).__name__}, not a list")
-        policy = step.retry or tool.retry or NO_RETRY
-        timeout = step.timeout if step.timeout is not None else tool.timeout
-        predicate = ctx.dag.predicates.get(step.id)
+        """Run a map step's items concurrently on this thread's loop (sync ones in a pool)."""
         rec = StepRecord(step_id=step.id, tool=tool.name)
-        worker = self.worker
 
         async def call(t: Tool, kwargs: dict[str, Any], to: float | None) -> Any:
             return await call_tool(t, kwargs, to, self._map_threads)
 
-        async def one(child: StepRecord, i: int, item: Any) -> tuple[str, Any]:
-            child_scope = Scope(ctx.inputs, scope.outputs, item, i, in_map=True)
-            if predicate is not None:
-                try:
-                    if not predicate.evaluate(ctx.inputs, dict(scope.outputs), item, i):
-                        return "skipped", None
-                except PredicateError as exc:
-                    child.error = StepError(type="PredicateError", message=str(exc))
-                    return "failed", None
-            return await run_attempts(
-                child, tool, policy, timeout, step.inputs, child_scope.resolve, call, worker
-            )
-
+        policy = step.retry or tool.retry or NO_RETRY
+        timeout = step.timeout if step.timeout is not None else tool.timeout
         loop = self._loop()
-        task = loop.create_task(run_items(rec, items, one))
+        task = loop.create_task(
+            run_map(
+                rec,
+                step,
+                tool,
+                policy,
+                timeout,
+                scope,
+                ctx.dag.predicates.get(step.id),
+                call,
+                self.worker,
+            )
+        )
         with tracked.lock:
             tracked.loop, tracked.task = loop, task
         try:

@@ -7,20 +7,19 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-import traceback
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from executor.attempts import call_tool, now, run_attempts, run_map
 from executor.dag import Dag
 from executor.errors import RunNotFoundError
 from executor.events import EventLog, RunEvent
 from executor.handle import RunHandle
-from executor.references import Scope, parse_ref
+from executor.references import Scope
 from executor.result import (
     TERMINAL_RUN,
     TERMINAL_STEP,
-    Attempt,
     ExecutionResult,
     RunStatus,
     StepError,
@@ -28,17 +27,9 @@ from executor.result import (
     StepStatus,
     summarize,
 )
-from executor.retry import NO_RETRY, RetryPolicy
+from executor.retry import NO_RETRY
 from executor.scheduling import Actions, RunState
 from executor.tools import Tool, ToolRegistry
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-class _Cancelled(Exception):
-    """Internal: the step's task was cancelled by fail-fast, cancel or run timeout."""
 
 
 class LocalRun:
@@ -165,19 +156,51 @@ class LocalRun:
     async def _run_step(self, sid: str) -> None:
         step = self.dag.steps[sid]
         rec = self.records[sid]
-        t_queued = time.perf_counter()
-        tool = self.backend.registry.get(step.tool)
+        backend = self.backend
+        tool = backend.registry.get(step.tool)
         policy = step.retry or tool.retry or NO_RETRY
         timeout = step.timeout if step.timeout is not None else tool.timeout
         scope = Scope(self.inputs, self.state.outputs)
         status: StepStatus
         output: Any = None
+
+        def started(number: int, _: StepError | None) -> None:
+            self.state.mark_running(sid)
+            self._emit(sid, "running", number)
+
+        def retrying(number: int, error: StepError | None) -> None:
+            self._emit(sid, "retrying", number, str(error))
+
         try:
             if step.map is not None:
-                status, output = await self._run_map(sid, tool, policy, timeout, scope, t_queued)
+                status, output = await run_map(
+                    rec,
+                    step,
+                    tool,
+                    policy,
+                    timeout,
+                    scope,
+                    self.dag.predicates.get(sid),
+                    backend.call,
+                    backend.worker,
+                    slot=lambda: backend.slot(tool),
+                    t_queued=time.perf_counter(),
+                    on_start=started,
+                )
             else:
-                status, output, _ = await self._attempts(
-                    rec, tool, policy, timeout, scope, t_queued, step.inputs
+                status, output = await run_attempts(
+                    rec,
+                    tool,
+                    policy,
+                    timeout,
+                    step.inputs,
+                    scope.resolve,
+                    backend.call,
+                    backend.worker,
+                    slot=lambda: backend.slot(tool),
+                    t_queued=time.perf_counter(),
+                    on_start=started,
+                    on_retry=retrying,
                 )
         except asyncio.CancelledError:
             status = "cancelled"
@@ -194,160 +217,10 @@ class LocalRun:
         self._apply(self.state.finish(sid, status, output))
 
     def _end_timing(self, rec: StepRecord) -> None:
-        """Close the timing of a step (or item) cancelled while it ran or waited to retry."""
-        if rec.started_at is None:
-            return
-        end = now()
-        if rec.attempts and rec.attempts[-1].finished_at is None:
-            # Cancelled mid-attempt (possibly a retry: `rec.finished_at` then still
-            # holds the end of the previous attempt).
-            last = rec.attempts[-1]
-            last.finished_at = end
-            last.duration = (end - last.started_at).total_seconds()
-            last.error = StepError(type="CancelledError", message="cancelled")
-        rec.finished_at = end
-        rec.duration = (end - rec.started_at).total_seconds()
-
-    async def _attempts(
-        self,
-        rec: StepRecord,
-        tool: Tool,
-        policy: RetryPolicy,
-        timeout: float | None,
-        scope: Scope,
-        t_queued: float,
-        raw_inputs: Any,
-    ) -> tuple[StepStatus, Any, StepError | None]:
-        """Run attempts until one succeeds or the policy gives up; fills `rec`."""
-        backend = self.backend
-        t_start = 0.0
-        number = 0
-        while True:
-            number += 1
-            async with backend.slot(tool):
-                t_attempt = time.perf_counter()
-                started = now()
-                if number == 1:
-                    t_start = t_attempt
-                    rec.started_at = started
-                    rec.queue_wait = t_attempt - t_queued
-                    rec.worker = backend.worker
-                    rec.status = "running"
-                    if rec.step_id in self.state.status:
-                        self.state.mark_running(rec.step_id)
-                    self._emit(rec.step_id, "running", number)
-                attempt = Attempt(number=number, started_at=started, worker=backend.worker)
-                rec.attempts.append(attempt)
-                exc: BaseException | None = None
-                try:
-                    kwargs = tool.validate_inputs(scope.resolve(raw_inputs))
-                    if rec.inputs is None:
-                        rec.inputs = _inputs_record(kwargs, scope, raw_inputs)
-                    value = await backend.call(tool, kwargs, timeout)
-                    output = tool.dump_output(value)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    exc = e
-                end = time.perf_counter()
-                attempt.finished_at = now()
-                attempt.duration = end - t_attempt
-            rec.finished_at = attempt.finished_at
-            rec.duration = end - t_start
-            if exc is None:
-                return "succeeded", output, None
-            error = StepError.from_exception(exc, _format_tb(exc))
-            attempt.error = error
-            rec.error = error
-            delay = policy.next_delay(number, exc)
-            if delay is None:
-                return "failed", None, error
-            self._emit(rec.step_id, "retrying", number, str(error))
-            if delay > 0:
-                await asyncio.sleep(delay)
-
-    async def _run_map(
-        self,
-        sid: str,
-        tool: Tool,
-        policy: RetryPolicy,
-        timeout: float | None,
-        scope: Scope,
-        t_queued: float,
-    ) -> tuple[StepStatus, Any]:
-        step = self.dag.steps[sid]
-        rec = self.records[sid]
-        assert step.map is not None
-        try:
-            items = scope.lookup(parse_ref(step.map))
-        except Exception as exc:
-            items = exc
-        if not isinstance(items, list):
-            message = (
-                str(items)
-                if isinstance(items, Exception)
-                else f"map {step.map} is a {type(items).__name__}, not a list"
-            )
-            rec.error = StepError(type="StepInputError", message=message)
-            return "failed", None
-        rec.items = [StepRecord(step_id=f"{sid}[{i}]", tool=tool.name) for i in range(len(items))]
-        rec.started_at = now()
-        rec.queue_wait = time.perf_counter() - t_queued
-        rec.worker = self.backend.worker
-        rec.status = "running"
-        self.state.mark_running(sid)
-        self._emit(sid, "running")
-        t0 = time.perf_counter()
-        predicate = self.dag.predicates.get(sid)
-
-        async def one(i: int, item: Any) -> tuple[StepStatus, Any]:
-            child = rec.items[i]  # type: ignore[index]
-            child.queued_at = now()
-            child_scope = Scope(self.inputs, scope.outputs, item, i, in_map=True)
-            if predicate is not None:
-                outputs = {s: self.state.outputs.get(s) for s in predicate.steps}
-                try:
-                    ok = predicate.evaluate(self.inputs, outputs, item, i)
-                except Exception as exc:
-                    child.error = StepError(type="PredicateError", message=str(exc))
-                    child.status = "failed"
-                    return "failed", None
-                if not ok:
-                    child.status = "skipped"
-                    return "skipped", None
-            status, output, _ = await self._attempts(
-                child, tool, policy, timeout, child_scope, time.perf_counter(), step.inputs
-            )
-            child.status = status
-            child.output = output
-            return status, output
-
-        tasks = [asyncio.ensure_future(one(i, item)) for i, item in enumerate(items)]
-        try:
-            outcomes = await asyncio.gather(*tasks)
-        except asyncio.CancelledError:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for child in rec.items:
-                if child.status not in ("succeeded", "failed", "skipped"):
-                    child.status = "cancelled"
-                    self._end_timing(child)
-            raise
-        finally:
+        """Close the timing of a step cancelled while it waited to retry."""
+        if rec.started_at is not None:
             rec.finished_at = now()
-            rec.duration = time.perf_counter() - t0
-        failed = [i for i, (st, _) in enumerate(outcomes) if st == "failed"]
-        if failed:
-            first = rec.items[failed[0]].error
-            rec.error = StepError(
-                type=first.type if first else "Error",
-                message=f"{len(failed)} of {len(items)} items failed; item {failed[0]}: "
-                + (first.message if first else "failed"),
-                traceback=first.traceback if first else None,
-            )
-            return "failed", None
-        return "succeeded", [out for _, out in outcomes]
+            rec.duration = (rec.finished_at - rec.started_at).total_seconds()
 
     # Results ---------------------------------------------------------------------
     def status(self) -> RunStatus:
@@ -395,15 +268,6 @@ class LocalRun:
         return "run failed"
 
 
-def _inputs_record(kwargs: dict[str, Any], scope: Scope, raw: Any) -> Any:
-    # Record the resolved JSON data, not the validated Python objects.
-    return scope.resolve(raw)
-
-
-def _format_tb(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=20))
-
-
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -449,23 +313,8 @@ class LocalBackend:
         return _Slots(sems)
 
     async def call(self, tool: Tool, kwargs: dict[str, Any], timeout: float | None) -> Any:
-        """Call a tool, sync ones in a thread; TimeoutError after `timeout` seconds.
-
-        A timed-out async tool is cancelled. A sync tool cannot be interrupted: its
-        thread finishes in the background and its result is discarded.
-        """
-        if tool.is_async:
-            coro = tool.fn(**kwargs)
-        else:
-            loop = asyncio.get_running_loop()
-            coro = loop.run_in_executor(self._threads, lambda: tool.fn(**kwargs))
-        if timeout is None:
-            return await coro
-        try:
-            async with asyncio.timeout(timeout):
-                return await coro
-        except TimeoutError:
-            raise TimeoutError(f"tool {tool.name!r} exceeded its timeout of {timeout}s") from None
+        """Call a tool (sync ones in this backend's threads) with a timeout."""
+        return await call_tool(tool, kwargs, timeout, self._threads)
 
     # Runs ------------------------------------------------------------------------
     def new_run(self, dag: Dag, inputs: Any, run_id: str) -> LocalRun:
