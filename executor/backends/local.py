@@ -93,7 +93,7 @@ class LocalRun:
         self.wall_time = time.perf_counter() - self._t0
         self.finished_at = now()
         self._run_status = self.state.run_status()
-        result = self.snapshot()
+        result = self.snapshot(final=True)
         # The snapshot may turn `succeeded` into `failed` (the flow output cannot be
         # resolved): the handle's status and the final event must say the same.
         self._run_status = result.status
@@ -226,8 +226,12 @@ class LocalRun:
     def status(self) -> RunStatus:
         return self._run_status
 
-    def snapshot(self) -> ExecutionResult:
-        """The result as it stands (final once the run finished)."""
+    def snapshot(self, final: bool = False) -> ExecutionResult:
+        """The result as it stands (final once the run finished).
+
+        Args:
+            final: every task is done, so the records can be handed over uncopied.
+        """
         if self._final is not None:
             return self._final
         status = self._run_status
@@ -241,7 +245,11 @@ class LocalRun:
         elif status in TERMINAL_RUN and status != "succeeded":
             error = self._error_summary(status)
         # Deep: a live snapshot must not share attempt lists with records still changing.
-        steps = {sid: rec.model_copy(deep=True) for sid, rec in self.records.items()}
+        steps = (
+            dict(self.records)
+            if final
+            else {sid: rec.model_copy(deep=True) for sid, rec in self.records.items()}
+        )
         return ExecutionResult(
             run_id=self.run_id,
             flow_name=self.flow.name,
