@@ -1,21 +1,19 @@
-"""The `dagrelay` command line: run, validate and draw flows.
+"""The `dagrelay` command line: run, validate and draw flows; run and watch workers.
 
 Exit codes: 0 ok; 1 the flow failed or is invalid; 2 a usage error, a missing file, bad
-`--input` JSON or a tools module that cannot be imported. Every error is reported on
-stderr as `error: ...`, never as a Python traceback (set `DAGRELAY_DEBUG=1` to get one
-for unexpected errors).
+`--input` JSON, a tools module that cannot be imported, an unknown run or a Redis that
+cannot be reached. Every error is reported on stderr as `error: ...`, never as a Python
+traceback (set `DAGRELAY_DEBUG=1` to get one for unexpected errors).
+
+The commands on runs in Redis (submit, status, result, cancel, runs) live in
+`executor.cli_runs`; the helpers both modules share live in `executor.cli_common`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -30,18 +28,38 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from executor import __version__
-from executor.client import FlowExecutor
+from executor import __version__, cli_runs
+from executor.cli_common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    FlowArg,
+    InputFileOpt,
+    InputOpt,
+    ToolsOpt,
+    fail,
+    guard,
+    make_executor,
+    one_line,
+    parse_inputs,
+    read_flow,
+    read_tools,
+    redis_errors,
+    redis_url,
+    show_result,
+    stdout_console,
+    submit_flow,
+)
 from executor.diagram import render_graph
-from executor.errors import DagrelayError, FlowFailedError, FlowValidationError
-from executor.flow import Flow, load_flow
+from executor.errors import DagrelayError, FlowFailedError
+from executor.flow import Flow
 from executor.handle import RunHandle
-from executor.report import print_run_report
 from executor.result import TERMINAL_STEP, ExecutionResult
-from executor.tools import ToolRegistry, load_tools
+from executor.tools import ToolRegistry
 from executor.validation import validate_flow
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "app", "follow", "main"]
 
 app = typer.Typer(
     name="dagrelay",
@@ -55,119 +73,6 @@ app = typer.Typer(
 class GraphFormat(StrEnum):
     mermaid = "mermaid"
     dot = "dot"
-
-
-FlowArg = Annotated[
-    str, typer.Argument(help="Flow file (.yaml, .yml or .json).", show_default=False)
-]
-ToolsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--tools",
-        "-t",
-        envvar="DAGRELAY_TOOLS",
-        show_envvar=True,
-        help="Tools module to import: a dotted name (examples.tools) or a .py file.",
-    ),
-]
-
-
-# Errors -------------------------------------------------------------------------------
-def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    """Print `error: message` on stderr and exit with `code`."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def one_line(text: str) -> str:
-    """Text with its whitespace (newlines included) collapsed, for a one-line message."""
-    return " ".join(str(text).split())
-
-
-@contextmanager
-def _guard() -> Iterator[None]:
-    """Turn every error into one `error:` message and the matching exit code."""
-    try:
-        yield
-    except (typer.Exit, typer.Abort, typer.TyperException):
-        raise
-    except FlowValidationError as exc:
-        fail(str(exc), EXIT_FAILED)
-    except DagrelayError as exc:
-        fail(one_line(str(exc)), EXIT_FAILED)
-    except Exception as exc:
-        if os.environ.get("DAGRELAY_DEBUG"):
-            raise
-        fail(
-            one_line(f"unexpected {type(exc).__name__}: {exc}")
-            + " (set DAGRELAY_DEBUG=1 for the traceback)",
-            EXIT_FAILED,
-        )
-
-
-# Loading what a command needs ----------------------------------------------------------
-def read_flow(path: str) -> Flow:
-    """Load a flow file; a file that is not there (or not readable) is a usage error."""
-    p = Path(path)
-    if not p.exists():
-        fail(f"{path}: no such file", EXIT_USAGE)
-    if p.is_dir():
-        fail(f"{path}: is a directory, not a flow file", EXIT_USAGE)
-    if not os.access(p, os.R_OK):
-        fail(f"{path}: cannot read (permission denied)", EXIT_USAGE)
-    return load_flow(p)  # FlowValidationError names the file: exit 1
-
-
-def read_tools(module: str | None) -> ToolRegistry:
-    """Import the tools module and return its registry (usage error if it fails)."""
-    if not module:
-        fail("--tools MODULE is required (or set DAGRELAY_TOOLS)", EXIT_USAGE)
-    try:
-        return load_tools(module)
-    except DagrelayError as exc:
-        fail(one_line(str(exc)), EXIT_USAGE)
-
-
-def parse_inputs(text: str | None, file: str | None) -> dict[str, Any]:
-    """The run's input from `--input` JSON or `--input-file` (`-` reads stdin)."""
-    if text is not None and file is not None:
-        fail("use either --input or --input-file, not both", EXIT_USAGE)
-    where = "--input"
-    if file is not None:
-        where = "stdin" if file == "-" else file
-        try:
-            text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            fail(f"{file}: no such file", EXIT_USAGE)
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(one_line(f"{file}: cannot read: {exc}"), EXIT_USAGE)
-    if text is None:
-        return {}
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        fail(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", 2)
-    except RecursionError:
-        fail(f"{where}: JSON nested too deeply", EXIT_USAGE)
-    if not isinstance(data, dict):
-        fail(f"{where}: the input must be a JSON object, not {type(data).__name__}", 2)
-    return data
-
-
-def make_executor(registry: ToolRegistry, redis_url: str | None) -> FlowExecutor:
-    """An executor, in-process or on Redis; a Redis that cannot be reached is exit 2."""
-    try:
-        return FlowExecutor(redis_url or None, registry=registry)
-    except (NotImplementedError, DagrelayError) as exc:
-        fail(one_line(str(exc)), EXIT_USAGE)
-
-
-def stdout_console() -> Console:
-    """The console for reports: wide when piped, so tables do not wrap at 80 columns."""
-    console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, width=160)
-    return console
 
 
 # Commands -------------------------------------------------------------------------------
@@ -191,14 +96,8 @@ def _root(
 def run(
     flow: FlowArg,
     tools: ToolsOpt = None,
-    input: Annotated[
-        str | None,
-        typer.Option("--input", "-i", help="The run's input as a JSON object."),
-    ] = None,
-    input_file: Annotated[
-        str | None,
-        typer.Option("--input-file", help="Read the input JSON from a file ('-': stdin)."),
-    ] = None,
+    input: InputOpt = None,
+    input_file: InputFileOpt = None,
     json_output: Annotated[
         bool,
         typer.Option("--json", help="Print only the ExecutionResult as JSON on stdout."),
@@ -215,20 +114,26 @@ def run(
 ) -> None:
     """Run a flow and show each step's status and timing.
 
+    In-process by default; with --redis on the workers serving that Redis (then --tools
+    is optional: the workers have the tools, and the flow's structure is checked here).
+
     Exit code 0 if the run succeeded, 1 if it failed or is invalid, 2 on usage errors.
     """
-    with _guard():
-        if not tools:
-            fail("--tools MODULE is required (or set DAGRELAY_TOOLS)", EXIT_USAGE)
+    with guard():
+        url = (redis or "").strip() or None
+        if not tools and url is None:
+            fail(
+                "--tools MODULE is required (or set DAGRELAY_TOOLS); it is optional with --redis",
+                EXIT_USAGE,
+            )
         data = parse_inputs(input, input_file)
         flow_obj = read_flow(flow)
-        registry = read_tools(tools)
-        with make_executor(registry, redis) as executor:
-            validate_flow(flow_obj, registry, source=flow)  # every problem, naming the file
-            try:
-                handle = executor.submit(flow_obj, data)
-            except FlowValidationError as exc:  # the input does not fit: name the flow file
-                raise FlowValidationError(exc.problems, exc.source or flow) from None
+        registry = read_tools(tools) if tools else ToolRegistry()
+        # Every problem at once, naming the file; without --tools (workers only) the
+        # structure, while the executor checks the inputs of the tools it knows.
+        validate_flow(flow_obj, registry if tools else None, source=flow)
+        with make_executor(registry, url) as executor, redis_errors(url):
+            handle = submit_flow(executor, flow_obj, data, flow)
             # Live progress goes where the report goes, unless stdout is reserved for JSON.
             progress_console = Console(stderr=True) if json_output else stdout_console()
             try:
@@ -274,20 +179,13 @@ def follow(handle: RunHandle, flow: Flow, console: Console) -> ExecutionResult:
     return handle.wait()
 
 
-def show_result(result: ExecutionResult, json_output: bool) -> None:
-    if json_output:
-        typer.echo(result.model_dump_json(indent=2))
-    else:
-        print_run_report(stdout_console(), result)
-
-
 @app.command()
 def validate(flow: FlowArg, tools: ToolsOpt = None) -> None:
     """Check a flow: its structure, and with --tools its tools and their inputs.
 
     Exit code 0 if valid, 1 (listing every problem) if not, 2 on usage errors.
     """
-    with _guard():
+    with guard():
         flow_obj = read_flow(flow)
         registry = read_tools(tools) if tools else None
         dag = validate_flow(flow_obj, registry, source=flow)
@@ -324,7 +222,7 @@ def graph(
 
     Map steps, conditions and trigger rules are marked; depends_on-only edges are dashed.
     """
-    with _guard():
+    with guard():
         flow_obj = read_flow(flow)
         result = read_result(result_file, flow_obj) if result_file else None
         dag = validate_flow(flow_obj, None, source=flow)
@@ -375,15 +273,19 @@ def worker(
     """Run Dramatiq worker processes that execute flow steps (distributed mode)."""
     from executor.launch import run_worker  # only the worker needs the launcher
 
-    with _guard():
+    with guard():
         if not tools:
             fail("--tools MODULE is required (or set DAGRELAY_TOOLS)", EXIT_USAGE)
         names = [q for part in queues or () for q in part.replace(",", " ").split()]
+        url = redis_url(redis) if redis else None  # a malformed URL: say so, here
         try:
-            code = run_worker(tools, redis, processes, threads, names)
+            code = run_worker(tools, url, processes, threads, names)
         except DagrelayError as exc:  # the tools module does not import
             fail(one_line(str(exc)), EXIT_USAGE)
     raise typer.Exit(code)
+
+
+cli_runs.register(app)
 
 
 def main() -> None:

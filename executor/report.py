@@ -1,8 +1,11 @@
-"""Rich renderings of a run for the command line: the step table and the summary line."""
+"""Rich renderings of runs for the command line: the step table and the summary line of
+a run, its one-line status, its events as lines, and the table of recent runs."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 from rich import box
 from rich.console import Console, RenderableType
@@ -10,7 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from executor.diagram import format_seconds
-from executor.result import ExecutionResult, StepRecord
+from executor.events import RunEvent
+from executor.result import TERMINAL_RUN, TERMINAL_STEP, ExecutionResult, StepRecord
 
 STATUS_STYLES: dict[str, str] = {
     "succeeded": "green",
@@ -119,7 +123,11 @@ def summary_text(result: ExecutionResult) -> Text:
     """One line: status, wall time, step time, critical path (time and steps), parallelism."""
     text = Text()
     text.append(result.status, style=STATUS_STYLES.get(result.status, "") + " bold")
-    text.append(f" in {format_seconds(result.wall_time)}")
+    if result.wall_time is None and result.started_at is not None:  # still going
+        elapsed = (datetime.now(UTC) - result.started_at).total_seconds()
+        text.append(f" for {format_seconds(max(elapsed, 0.0))}")
+    else:
+        text.append(f" in {format_seconds(result.wall_time)}")
     text.append(f" · step time {format_seconds(result.step_time)}")
     text.append(f" · critical path {format_seconds(result.critical_path_time)}")
     if result.critical_path:
@@ -157,6 +165,101 @@ def print_run_report(console: Console, result: ExecutionResult) -> None:
     if not show_worker and used:
         summary.append(f" · worker {used[0]}", style="dim")
     console.print(summary, soft_wrap=True)
+
+
+def steps_done(result: ExecutionResult) -> tuple[int, int, int]:
+    """How many of the run's steps are finished, running, and how many there are."""
+    statuses = [rec.status for rec in result.steps.values()]
+    done = sum(s in TERMINAL_STEP for s in statuses)
+    return done, sum(s == "running" for s in statuses), len(statuses)
+
+
+def status_line(result: ExecutionResult, now: datetime | None = None) -> Text:
+    """One line about a run: id, flow, status, steps done, time, and its error if any."""
+    done, running, total = steps_done(result)
+    text = Text(result.run_id)
+    text.append(f"  {result.flow_name} v{result.flow_version}  ")
+    text.append_text(status_text(result.status))
+    text.append(f"  {done}/{total} steps done")
+    if running:
+        text.append(f", {running} running")
+    if result.status in TERMINAL_RUN:
+        text.append(f"  in {format_seconds(result.wall_time)}")
+    elif result.started_at is not None:
+        elapsed = ((now or datetime.now(UTC)) - result.started_at).total_seconds()
+        text.append(f"  for {format_seconds(max(elapsed, 0.0))}")
+    if result.error:
+        text.append(f"  {_first_line(result.error)}", style="red")
+    return text
+
+
+def event_line(event: RunEvent) -> Text:
+    """One event as a line: local time, step (attempt), status, worker, error."""
+    text = Text(event.at.astimezone().strftime("%H:%M:%S.%f")[:-3] + "  ", style="dim")
+    if event.step_id is None:
+        text.append("run ", style="bold")
+        text.append_text(status_text(event.status))
+    else:
+        text.append(event.step_id)
+        if event.attempt is not None:
+            text.append(f" #{event.attempt}", style="dim")
+        text.append(" ")
+        text.append_text(status_text(event.status))
+        if event.worker:
+            text.append(f"  {event.worker}", style="dim")
+    if event.error:
+        text.append(f"  {_first_line(event.error)}", style="red")
+    return text
+
+
+def format_age(seconds: float) -> str:
+    """How long ago, roughly: `8s`, `5m`, `3h 05m`, `2d 04h`."""
+    s = max(int(seconds), 0)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+
+
+def runs_table(runs: Sequence[tuple[str, Mapping[str, str]]], now: datetime | None = None) -> Table:
+    """Recent runs (as `FlowExecutor.list_runs` returns them), one row each."""
+    now = now or datetime.now(UTC)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("run", no_wrap=True)
+    table.add_column("flow", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("submitted", no_wrap=True)
+    table.add_column("age", justify="right", no_wrap=True)
+    table.add_column("wall time", justify="right", no_wrap=True)
+    for run_id, info in runs:
+        submitted, age = "-", "-"
+        when = _parse_time(info.get("submitted_at"))
+        if when is not None:
+            submitted = when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            age = format_age((now - when).total_seconds())
+        wall = info.get("wall_time")
+        table.add_row(
+            run_id,
+            Text(info.get("flow_name", "?")),
+            status_text(info.get("status", "?")),
+            submitted,
+            age,
+            format_seconds(float(wall)) if wall else "-",
+        )
+    return table
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _first_line(text: str) -> str:
