@@ -1,21 +1,17 @@
 """Per-process watcher of running steps: renews leases, delivers cancels and timeouts.
 
 One thread per worker process. While steps run it wakes often enough to renew their
-leases (a third of the lease), to notice that their run is stopping (fail-fast, cancel,
-timeout), and to interrupt a sync tool at its deadline. With nothing running it sleeps.
+leases (a third of the lease) and to notice that their run is stopping (fail-fast,
+cancel, timeout), then cancels their task. With nothing running it sleeps.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-from dramatiq.middleware.threading import raise_thread_exception
 
 from executor.backends.redis_store import RedisStore
 
@@ -27,10 +23,6 @@ class StepCancelled(BaseException):
     """Raised inside a step whose run is stopping. BaseException: tools can't swallow it."""
 
 
-class StepTimedOut(BaseException):
-    """Raised inside a sync tool at its deadline."""
-
-
 @dataclass(eq=False)
 class Tracked:
     """A step attempt running in this process."""
@@ -38,31 +30,25 @@ class Tracked:
     run_id: str
     step_id: str
     attempt: int
-    thread_id: int
     loop: asyncio.AbstractEventLoop | None = None
     task: asyncio.Task[object] | None = None
-    deadline: float | None = None  # monotonic, sync tools only
-    in_call: bool = False
     reason: str | None = None
     slot: str | None = None  # holder name in the tool's semaphore, if it has a limit
     tool: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def interrupt(self, reason: str) -> None:
-        """Stop the attempt: cancel its coroutine, or raise into its sync call."""
+        """Stop the attempt: cancel its task on the worker thread's loop."""
         with self.lock:
             if self.reason is not None:
                 return
             self.reason = reason
             if self.task is not None and self.loop is not None:
                 self.loop.call_soon_threadsafe(self.task.cancel)
-            elif self.in_call:
-                exc = StepTimedOut if reason == "timeout" else StepCancelled
-                raise_thread_exception(self.thread_id, exc)
 
 
 class Monitor:
-    """Renews leases of tracked attempts and interrupts them when needed."""
+    """Renews leases of tracked attempts and cancels them when their run stops."""
 
     def __init__(self, store: RedisStore, lease_seconds: float) -> None:
         self.store = store
@@ -87,7 +73,7 @@ class Monitor:
     def track(
         self, run_id: str, step_id: str, attempt: int, slot: str | None = None, tool: str = ""
     ) -> Tracked:
-        t = Tracked(run_id, step_id, attempt, threading.get_ident(), slot=slot, tool=tool)
+        t = Tracked(run_id, step_id, attempt, slot=slot, tool=tool)
         with self._lock:
             self._tracked.add(t)
         self._wake.set()
@@ -96,23 +82,6 @@ class Monitor:
     def untrack(self, t: Tracked) -> None:
         with self._lock:
             self._tracked.discard(t)
-
-    @contextlib.contextmanager
-    def sync_call(self, t: Tracked, timeout: float | None) -> Iterator[None]:
-        """Mark the window in which a sync tool may be interrupted."""
-        with t.lock:
-            t.in_call = True
-            t.deadline = None if timeout is None else time.monotonic() + timeout
-            reason = t.reason
-        if reason is not None:
-            raise StepCancelled()
-        self._wake.set()
-        try:
-            yield
-        finally:
-            with t.lock:
-                t.in_call = False
-                t.deadline = None
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -127,17 +96,10 @@ class Monitor:
                 self._check(tracked, now)
             except Exception:  # Redis hiccup: try again next tick, leases have slack
                 log.exception("lease renewal failed")
-            deadlines = [t.deadline for t in tracked if t.deadline is not None]
-            wait = STOP_CHECK_SECONDS
-            if deadlines:
-                wait = max(0.0, min(wait, min(deadlines) - time.monotonic()))
-            self._wake.wait(wait)
+            self._wake.wait(STOP_CHECK_SECONDS)
             self._wake.clear()
 
     def _check(self, tracked: list[Tracked], now: float) -> None:
-        for t in tracked:
-            if t.deadline is not None and now >= t.deadline:
-                t.interrupt("timeout")
         renew = now >= self._next_renew
         if renew:
             self._next_renew = now + self.lease_seconds / 3

@@ -25,7 +25,7 @@ from executor.references import Scope
 from executor.result import StepError, StepRecord
 from executor.retry import NO_RETRY
 from executor.tools import Tool, ToolRegistry
-from workers.monitor import Monitor, StepCancelled, StepTimedOut, Tracked
+from workers.monitor import Monitor, StepCancelled, Tracked
 from workers.settings import Settings
 
 log = logging.getLogger("dagrelay.worker")
@@ -48,8 +48,8 @@ class StepRuntime:
         self.sweeper = Sweeper(self)
         self.worker_base = f"{socket.gethostname()}:{os.getpid()}"
         self._local = threading.local()
-        self._map_threads = concurrent.futures.ThreadPoolExecutor(
-            settings.map_threads, thread_name_prefix="dagrelay-map"
+        self._tool_threads = concurrent.futures.ThreadPoolExecutor(
+            settings.tool_threads, thread_name_prefix="dagrelay-tool"
         )
 
     def _tool_timeout(self, name: str) -> float | None:
@@ -62,7 +62,7 @@ class StepRuntime:
     def stop(self) -> None:
         self.sweeper.stop()
         self.monitor.stop()
-        self._map_threads.shutdown(wait=False, cancel_futures=True)
+        self._tool_threads.shutdown(wait=False, cancel_futures=True)
 
     @property
     def worker(self) -> str:
@@ -207,9 +207,6 @@ class StepRuntime:
         except (StepCancelled, asyncio.CancelledError):
             why = tracked.reason or "stopped"
             return "cancelled", None, None, StepError(type="CancelledError", message=f"run {why}")
-        except StepTimedOut:
-            limit = step.timeout or (tool.timeout if tool else None)
-            exc: Exception = TimeoutError(f"tool {step.tool!r} exceeded its timeout of {limit}s")
         except Exception as e:
             exc = e
         finally:
@@ -222,11 +219,11 @@ class StepRuntime:
     def _call(
         self, tool: Tool, kwargs: dict[str, Any], timeout: float | None, tracked: Tracked
     ) -> Any:
-        if not tool.is_async:
-            with self.monitor.sync_call(tracked, timeout):
-                return tool.fn(**kwargs)
+        # Sync tools too go through this thread's loop into the tool pool, exactly as in
+        # the embedded backend: a timeout or cancel stops the wait at once (a sync call
+        # that cannot be interrupted finishes in the background, its result discarded).
         loop = self._loop()
-        task = loop.create_task(call_tool(tool, kwargs, timeout, None))
+        task = loop.create_task(call_tool(tool, kwargs, timeout, self._tool_threads))
         with tracked.lock:
             tracked.loop, tracked.task = loop, task
             if tracked.reason is not None:
@@ -245,11 +242,11 @@ class StepRuntime:
         record: dict[str, Any],
         tracked: Tracked,
     ) -> tuple[str, Any, StepError | None]:
-        """Run a map step's items concurrently on this thread's loop (sync ones in a pool)."""
+        """Run a map step's items concurrently on this thread's loop (sync ones in the pool)."""
         rec = StepRecord(step_id=step.id, tool=tool.name)
 
         async def call(t: Tool, kwargs: dict[str, Any], to: float | None) -> Any:
-            return await call_tool(t, kwargs, to, self._map_threads)
+            return await call_tool(t, kwargs, to, self._tool_threads)
 
         policy = step.retry or tool.retry or NO_RETRY
         timeout = step.timeout if step.timeout is not None else tool.timeout

@@ -14,7 +14,8 @@ class Settings:
 
     A running step holds a lease of `lease_seconds`, renewed every third of it; a
     sweeper looks for expired leases every `sweep_seconds`. So a killed worker's step
-    runs again after at most about `lease_seconds + sweep_seconds`.
+    runs again after at most about `lease_seconds + sweep_seconds`. Sync tools run in a
+    pool of `tool_threads` per process (the worker thread waits on them).
     """
 
     redis_url: str = DEFAULT_URL
@@ -24,7 +25,7 @@ class Settings:
     lease_seconds: float = 6.0
     sweep_seconds: float = 1.0
     result_ttl: int = 7 * 24 * 3600
-    map_threads: int = 8
+    tool_threads: int = 32
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -39,4 +40,5 @@ class Settings:
             lease_seconds=float(e.get("DAGRELAY_LEASE_SECONDS", "6")),
             sweep_seconds=float(e.get("DAGRELAY_SWEEP_SECONDS", "1")),
             result_ttl=int(e.get("DAGRELAY_RESULT_TTL", str(7 * 24 * 3600))),
+            tool_threads=int(e.get("DAGRELAY_TOOL_THREADS", "32")),
         )

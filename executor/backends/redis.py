@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import dramatiq
 import redis
@@ -29,24 +29,18 @@ from executor.result import (
 )
 from executor.tools import ToolRegistry
 
+_PASSWORD = re.compile(r"^([a-z0-9+.-]*://[^:/@]*:)[^/]*@", re.IGNORECASE)
 # Dramatiq's own time limit is only a backstop behind dagrelay's per-attempt timeouts.
 TIME_LIMIT_GRACE_MS = 5_000
 NO_TIME_LIMIT_MS = 7 * 24 * 3600 * 1000
 
 
 def redact(url: str) -> str:
-    """A Redis URL with its password replaced, safe for logs and errors."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    """A Redis URL with its password replaced, safe for logs and errors.
+
+    Textual, so that even a URL that does not parse (a bad port) is redacted.
+    """
+    return _PASSWORD.sub(r"\1***@", url)
 
 
 def connect(url: str) -> redis.Redis:
@@ -180,16 +174,17 @@ class RedisRunHandle(RunHandle):
         run_deadline = self._run_deadline()
         last = "0-0"
         while True:
-            block = 1000
+            block: int | None = 1000
             if deadline is not None:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                # Out of time: one last non-blocking read, so a finished run still answers.
+                block = max(1, min(1000, int(left * 1000))) if left > 0 else None
+            entries = store.read_events(self.run_id, last, block)
+            if not entries:
+                if block is None:
                     raise TimeoutError(
                         f"run {self.run_id} did not finish within {timeout}s (it is still running)"
                     )
-                block = max(1, min(block, int(left * 1000)))
-            entries = store.read_events(self.run_id, last, block)
-            if not entries:
                 # Blocking read timed out: make sure the run still exists (persistence
                 # off and Redis restarted means its state is gone: say so, never hang),
                 # and enforce its timeout even when no worker sweeper is alive.

@@ -157,15 +157,21 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def signal(self, sig: int) -> None:
+        """Signal the main process; Dramatiq forwards SIGTERM/SIGINT to its workers."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
+            os.kill(self.proc.pid, sig)
+
+    def kill_all(self) -> None:
+        """SIGKILL the whole process group (main process and workers)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
     def stop(self, timeout: float = 30) -> int:
         self.signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
+            self.kill_all()
             return self.proc.wait()
         finally:
             self._log.close()
