@@ -7,11 +7,21 @@ parser traceback reaches the user.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
+import yaml.composer
+import yaml.constructor
+import yaml.reader
 from pydantic import ValidationError
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
 
 from executor.errors import FlowValidationError
 from executor.flow import Flow
@@ -19,14 +29,18 @@ from executor.flow import Flow
 MAX_BYTES = 1024 * 1024
 MAX_STEPS = 2000
 MAX_DEPTH = 32
-MAX_NODES = 200_000
+MAX_NODES = 100_000
 MAX_STRING = 64 * 1024
 
 Format = Literal["yaml", "json"]
 
 
 def load_flow_file(path: str | Path) -> Flow:
-    """Read a `.yaml`, `.yml` or `.json` flow file (other names are tried as YAML)."""
+    """Read a `.yaml`, `.yml` or `.json` flow file (other names are tried as YAML).
+
+    Raises:
+        FlowValidationError: one, naming the file and what is wrong with it.
+    """
     p = Path(path)
     source = str(path)
     try:
@@ -38,6 +52,8 @@ def load_flow_file(path: str | Path) -> Flow:
         raise FlowValidationError("is a directory, not a flow file", source) from None
     except OSError as exc:
         raise FlowValidationError(f"cannot read: {exc.strerror or exc}", source) from None
+    except ValueError as exc:  # e.g. a NUL byte in the path
+        raise FlowValidationError(f"invalid path: {exc}", source) from None
     fmt: Format = "json" if p.suffix.lower() == ".json" else "yaml"
     return parse_flow(data, fmt, source)
 
@@ -45,16 +61,27 @@ def load_flow_file(path: str | Path) -> Flow:
 def parse_flow(text: str | bytes, fmt: Format, source: str | None = None) -> Flow:
     """Parse flow text in the given format, within the limits."""
     source = source or f"<{fmt}>"
-    raw = text.encode() if isinstance(text, str) else text
+    if isinstance(text, str):
+        try:
+            raw = text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise FlowValidationError(
+                f"not valid Unicode text (character {exc.start + 1})", source
+            ) from None
+    else:
+        raw = bytes(text)
     if len(raw) > MAX_BYTES:
         raise FlowValidationError(f"file is larger than the {MAX_BYTES // 1024} KiB limit", source)
     try:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FlowValidationError(f"not UTF-8 text (byte {exc.start})", source) from None
+    decoded = decoded.removeprefix("\ufeff")  # a byte order mark is not content
     if not decoded.strip():
         raise FlowValidationError("file is empty", source)
     data = _parse_json(decoded, source) if fmt == "json" else _parse_yaml(decoded, source)
+    if data is None:
+        raise FlowValidationError("the document is empty: no flow in it", source)
     if not isinstance(data, dict):
         raise FlowValidationError(
             f"a flow must be a mapping with name and steps, not a {_kind(data)}", source
@@ -63,7 +90,7 @@ def parse_flow(text: str | bytes, fmt: Format, source: str | None = None) -> Flo
     try:
         return Flow.model_validate(data)
     except ValidationError as exc:
-        raise FlowValidationError(_pydantic_problems(exc), source) from None
+        raise FlowValidationError(_pydantic_problems(exc, data), source) from None
 
 
 def dump_flow(flow: Flow, fmt: Format) -> str:
@@ -71,80 +98,261 @@ def dump_flow(flow: Flow, fmt: Format) -> str:
     data = flow.model_dump(mode="json", exclude_defaults=True)
     if fmt == "json":
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that double-quotes strings holding U+0085 (NEL).
+
+    PyYAML writes NEL raw inside single quotes, where it reads back as a line break:
+    the double-quoted style escapes it (`\\N`), so the string round-trips.
+    """
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if "\x85" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 def _parse_json(text: str, source: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_json_object)
+    except _DuplicateKey as exc:
+        raise FlowValidationError(f"invalid JSON: duplicate key {exc.args[0]!r}", source) from None
     except json.JSONDecodeError as exc:
         raise FlowValidationError(
             f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", source
         ) from None
     except RecursionError:
         raise FlowValidationError(f"nested deeper than {MAX_DEPTH} levels", source) from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise FlowValidationError(f"invalid JSON: {exc}", source) from None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
 
 
 def _parse_yaml(text: str, source: str) -> Any:
+    loader: _Limits | None = None
     try:
-        return yaml.load(text, Loader=_Loader)
+        loader = _LOADER(text)  # the pure-Python reader checks characters right here
+        return loader.get_single_data()
     except _TooLarge as exc:
         raise FlowValidationError(str(exc), source) from None
     except yaml.MarkedYAMLError as exc:
-        where = ""
-        if exc.problem_mark is not None:
-            where = f" at line {exc.problem_mark.line + 1} column {exc.problem_mark.column + 1}"
-        problem = exc.problem or exc.context or "invalid YAML"
-        if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in problem:
-            problem = problem.replace(
-                "could not determine a constructor for the tag", "unsupported YAML tag"
-            )
-        raise FlowValidationError(f"invalid YAML{where}: {problem}", source) from None
+        raise FlowValidationError(
+            f"invalid YAML{_where(exc.problem_mark)}: {_what(exc)}", source
+        ) from None
+    except yaml.reader.ReaderError as exc:
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise FlowValidationError(
+            f"invalid YAML at character {exc.position + 1}: {exc.reason} {char}", source
+        ) from None
     except yaml.YAMLError as exc:
         raise FlowValidationError(f"invalid YAML: {exc}", source) from None
     except RecursionError:
         raise FlowValidationError(f"nested deeper than {MAX_DEPTH} levels", source) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _where(mark: Any) -> str:
+    if mark is None:
+        return ""
+    return f" at line {mark.line + 1} column {mark.column + 1}"
+
+
+def _what(exc: yaml.MarkedYAMLError) -> str:
+    context, problem = exc.context, exc.problem
+    if problem == "second occurrence" and context:  # the composer's duplicate anchor
+        return context.removesuffix("; first occurrence")
+    if problem and "could not determine a constructor for the tag" in problem:
+        return problem.replace(
+            "could not determine a constructor for the tag", "unsupported YAML tag"
+        ).replace("'tag:yaml.org,2002:", "'!!")
+    return ", ".join(p for p in (context, problem) if p) or "invalid YAML"
 
 
 class _TooLarge(Exception):
     pass
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that counts nodes as aliases expand them, stopping alias bombs early."""
+_MERGE = "tag:yaml.org,2002:merge"
 
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
-        self._expanded = 0
+
+class _Limits(Composer, SafeConstructor, Resolver):
+    """A safe loader that composes with limits, so a hostile file costs nothing.
+
+    While composing (before anything is built) it refuses: nesting deeper than
+    `MAX_DEPTH`, more than `MAX_NODES` values counting every alias expansion (alias
+    bombs), recursive aliases and duplicate keys. It builds only JSON data: timestamps
+    stay strings, and `!!binary`, `!!set`, `!!omap`, `!!pairs` and every Python tag are
+    refused. Subclasses add the event parser (libyaml's or PyYAML's own).
+    """
+
+    if TYPE_CHECKING:  # from the event parser a subclass adds
+
+        def peek_event(self) -> Any: ...
+
+    def _init_limits(self) -> None:
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        self._depth = -1  # depth of the node being composed; the document's root is 0
+        self._expanded = 0  # values composed so far, aliases counted at their full size
+        # Of anchored nodes, once composed: id(node) -> expanded size, levels spanned.
         self._sizes: dict[int, int] = {}
+        self._heights: dict[int, int] = {}
+        self._below: list[int] = [0]  # per open collection: the tallest child so far
+
+    def dispose(self) -> None:
+        pass
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            # An alias repeats its anchor's whole subtree: charge that subtree again.
+        event: Any = self.peek_event()
+        kind = type(event)
+        if kind is yaml.AliasEvent:
             node = super().compose_node(parent, index)
-            if node is not None:
-                self._charge(self._size(node))
+            size = self._sizes.get(id(node))
+            if size is None:
+                raise _TooLarge(
+                    f"alias *{event.anchor}{_where(event.start_mark)} is inside its own "
+                    "anchor (a recursive structure)"
+                )
+            height = self._heights[id(node)]
+            if self._depth + height > MAX_DEPTH:
+                raise _TooLarge(
+                    f"alias *{event.anchor}{_where(event.start_mark)} nests the data "
+                    f"deeper than {MAX_DEPTH} levels"
+                )
+            self._charge(size, event, alias=True)
+            if self._below[-1] < height:
+                self._below[-1] = height
             return node
-        node = super().compose_node(parent, index)
-        self._charge(1)
-        return node
+        depth = self._depth + 1
+        if depth > MAX_DEPTH:
+            raise _TooLarge(f"nested deeper than {MAX_DEPTH} levels{_where(event.start_mark)}")
+        self._charge(1, event)
+        if kind is yaml.ScalarEvent:  # the common case, kept cheap
+            node = super().compose_node(parent, index)
+            if event.anchor is not None:
+                self._sizes[id(node)] = self._heights[id(node)] = 1
+            return node
+        before = self._expanded - 1
+        self._depth = depth
+        self._below.append(0)
+        collection: Any = super().compose_node(parent, index)
+        self._depth = depth - 1
+        height = 1 + max(self._below.pop(), 1 if collection.value else 0)
+        if self._below and self._below[-1] < height:
+            self._below[-1] = height
+        if kind is yaml.MappingStartEvent:
+            _check_duplicate_keys(collection)
+        if event.anchor is not None:  # only anchored nodes can be aliased
+            self._heights[id(collection)] = height
+            self._sizes[id(collection)] = self._expanded - before
+        return collection
 
-    def _charge(self, n: int) -> None:
+    def _charge(self, n: int, event: Any, alias: bool = False) -> None:
         self._expanded += n
         if self._expanded > MAX_NODES:
-            raise _TooLarge(f"expands to more than {MAX_NODES} values (a YAML alias bomb?)")
+            where = _where(event.start_mark)
+            if alias:
+                raise _TooLarge(
+                    f"alias *{event.anchor}{where} expands the flow to more than "
+                    f"{MAX_NODES} values (a YAML alias bomb?)"
+                )
+            raise _TooLarge(f"more than {MAX_NODES} values, the limit for flow files{where}")
 
-    def _size(self, node: yaml.Node) -> int:
-        key = id(node)
-        if key not in self._sizes:
-            if isinstance(node, yaml.MappingNode):
-                size = 1 + sum(self._size(k) + self._size(v) for k, v in node.value)
-            elif isinstance(node, yaml.SequenceNode):
-                size = 1 + sum(self._size(v) for v in node.value)
-            else:
-                size = 1
-            self._sizes[key] = size
-        return self._sizes[key]
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return int(super().construct_yaml_int(node))
+        except ValueError as exc:  # more digits than Python converts
+            raise yaml.constructor.ConstructorError(
+                None, None, f"bad integer: {exc}", node.start_mark
+            ) from None
+
+    def construct_timestamp_as_str(self, node: yaml.ScalarNode) -> str:
+        return str(self.construct_scalar(node))
+
+    def construct_unsupported(self, node: yaml.Node) -> Any:
+        tag = node.tag.removeprefix("tag:yaml.org,2002:")
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"unsupported YAML tag !!{tag} (a flow holds JSON data: mappings, lists, "
+            "strings, numbers, booleans and null)",
+            node.start_mark,
+        )
+
+
+_add_constructor: Any = _Limits.add_constructor  # the stubs' TypeVar rejects a subclass
+_add_constructor("tag:yaml.org,2002:int", _Limits.construct_yaml_int)
+_add_constructor("tag:yaml.org,2002:timestamp", _Limits.construct_timestamp_as_str)
+for _tag in ("binary", "set", "omap", "pairs"):
+    _add_constructor(f"tag:yaml.org,2002:{_tag}", _Limits.construct_unsupported)
+
+
+class _PyLoader(_Limits, Reader, Scanner, Parser):
+    """With PyYAML's pure-Python event parser (when libyaml is not installed)."""
+
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        self._init_limits()
+
+    def dispose(self) -> None:
+        Parser.dispose(self)
+
+
+_LOADER: Callable[[str], _Limits] = _PyLoader
+try:  # libyaml's event parser is about ten times faster; composing stays ours
+    from yaml._yaml import CParser
+
+    class _CLoader(_Limits, CParser):
+        """With libyaml's event parser."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            self._init_limits()
+
+        def dispose(self) -> None:
+            CParser.dispose(self)
+
+    _LOADER = _CLoader
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    pass
+
+
+def _check_duplicate_keys(node: yaml.MappingNode) -> None:
+    seen: set[tuple[str, str]] = set()
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE:
+            if (key.tag, key.value) in seen:
+                raise yaml.composer.ComposerError(
+                    "while composing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key.value!r}",
+                    key.start_mark,
+                )
+            seen.add((key.tag, key.value))
 
 
 def _check_shape(data: dict[str, Any], source: str) -> None:
@@ -161,7 +369,9 @@ def _check_shape(data: dict[str, Any], source: str) -> None:
         value, depth = stack.pop()
         seen += 1
         if seen > MAX_NODES:
-            raise FlowValidationError(f"more than {MAX_NODES} values", source)
+            raise FlowValidationError(
+                f"more than {MAX_NODES} values, the limit for flow files", source
+            )
         if depth > MAX_DEPTH:
             raise FlowValidationError(f"nested deeper than {MAX_DEPTH} levels", source)
         if isinstance(value, str) and len(value) > MAX_STRING:
@@ -169,21 +379,34 @@ def _check_shape(data: dict[str, Any], source: str) -> None:
                 f"a string of {len(value)} characters is over the {MAX_STRING} limit", source
             )
         if isinstance(value, dict):
+            seen += len(value)  # the keys
             for k, v in value.items():
                 if not isinstance(k, str):
                     raise FlowValidationError(f"key {k!r} is not a string", source)
+                if len(k) > MAX_STRING:
+                    raise FlowValidationError(
+                        f"a key of {len(k)} characters is over the {MAX_STRING} limit", source
+                    )
                 stack.append((v, depth + 1))
         elif isinstance(value, list):
             stack.extend((v, depth + 1) for v in value)
 
 
-def _pydantic_problems(exc: ValidationError) -> list[str]:
+def _pydantic_problems(exc: ValidationError, data: dict[str, Any]) -> list[str]:
     problems = []
+    steps = data.get("steps")
     for err in exc.errors(include_url=False)[:20]:
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
+        # Name the step by its id too: "steps.3.tiemout (step 'fetch')".
+        if len(err["loc"]) > 1 and err["loc"][0] == "steps" and isinstance(steps, list):
+            i = err["loc"][1]
+            if isinstance(i, int) and 0 <= i < len(steps) and isinstance(steps[i], dict):
+                sid = steps[i].get("id")
+                if isinstance(sid, str):
+                    loc += f" (step {sid[:100]!r})"
         problems.append(f"{loc}: {msg}" if loc else msg)
     if exc.error_count() > 20:
         problems.append(f"... and {exc.error_count() - 20} more")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from executor.retry import RetryPolicy
 
@@ -59,6 +59,14 @@ class Flow(BaseModel):
     output: Any = None
     on_failure: OnFailure = "fail_fast"
     timeout: float | None = Field(default=None, gt=0)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        # `version: 1` in YAML is a number; a version is text, so accept it as "1".
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        return value
 
     def validate_flow(self, registry: ToolRegistry | None = None) -> Dag:
         """Check the flow and return its dependency graph; see `validate`."""

@@ -10,7 +10,11 @@ from typing import Any, Literal
 
 from executor.errors import StepInputError
 
-STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+# `\Z`, not `$`: `$` also matches before a trailing newline, letting "a\n" through.
+STEP_ID = re.compile(r"\A[A-Za-z_][A-Za-z0-9_\-]*\Z")
+LIST_INDEX = re.compile(r"\A-?[0-9]{1,18}\Z")  # ASCII digits only: not " 1", "+1", "1_0", "٣"
+MAX_NESTING = 200
+"""How deep a step's inputs (or a flow's output) may nest lists and mappings."""
 Root = Literal["input", "steps", "item", "index"]
 _ROOTS = ("input", "steps", "item", "index")
 
@@ -62,45 +66,78 @@ def is_ref(value: object) -> bool:
 
 
 def iter_refs(value: Any) -> Iterator[str]:
-    """Every reference string inside a (nested) input value."""
+    """Every reference string inside a (nested) input value, in document order.
+
+    Raises:
+        ReferenceSyntaxError: the value nests deeper than `MAX_NESTING` levels (or
+            contains itself); walked with an explicit stack, so never a RecursionError.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, str):
+            if is_ref(v):
+                yield v
+            continue
+        if isinstance(v, Mapping):
+            children = list(v.values())
+        elif isinstance(v, list | tuple):
+            children = list(v)
+        else:
+            continue
+        if depth >= MAX_NESTING:
+            raise ReferenceSyntaxError(f"nested deeper than {MAX_NESTING} levels")
+        stack.extend((c, depth + 1) for c in reversed(children))
+
+
+def json_kind(value: Any) -> str:
+    """The JSON name of a value's type, for messages (`null`, `string`, `object`...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
     if isinstance(value, str):
-        if is_ref(value):
-            yield value
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from iter_refs(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from iter_refs(v)
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "list"
+    return type(value).__name__
 
 
 def walk(data: Any, path: tuple[str, ...], text: str) -> Any:
-    """Follow a key path into JSON data; integer segments index lists.
+    """Follow a key path into JSON data; integer segments index lists (negative from the end).
 
+    Args:
+        text: the reference, for messages; its prefix before `path` names the start.
     Raises:
-        StepInputError: a key is missing or a segment does not fit the data.
+        StepInputError: a key is missing or a segment does not fit the data; the
+            message names the reference, the failing segment and where it was looked up.
     """
+    base = text.rsplit(".", len(path))[0] if path else text
     for i, key in enumerate(path):
-        where = ".".join(path[:i]) or "<root>"
+        where = ".".join((base, *path[:i]))
         if isinstance(data, Mapping):
             if key not in data:
-                known = ", ".join(sorted(map(str, data))[:10])
-                raise StepInputError(f"{text}: no key {key!r} at {where} (keys: {known})")
+                names = sorted(map(str, data))
+                known = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+                raise StepInputError(f"{text}: no key {key!r} in {where} (keys: {known or 'none'})")
             data = data[key]
-        elif isinstance(data, list):
-            try:
-                index = int(key)
-            except ValueError:
-                raise StepInputError(f"{text}: {key!r} at {where} is not a list index") from None
+        elif isinstance(data, list | tuple):
+            if not LIST_INDEX.match(key):
+                raise StepInputError(
+                    f"{text}: {key!r} is not a list index ({where} is a list of {len(data)})"
+                )
+            index = int(key)
             if not -len(data) <= index < len(data):
                 raise StepInputError(
-                    f"{text}: index {index} at {where} is out of range (length {len(data)})"
+                    f"{text}: index {index} is out of range ({where} is a list of {len(data)})"
                 )
             data = data[index]
         else:
-            raise StepInputError(
-                f"{text}: cannot look up {key!r} in a {type(data).__name__} at {where}"
-            )
+            raise StepInputError(f"{text}: cannot look up {key!r} in {where}, a {json_kind(data)}")
     return data
 
 
@@ -133,15 +170,29 @@ class Scope:
         return walk(self.item, ref.path, ref.text)
 
     def resolve(self, value: Any) -> Any:
-        """Resolve every reference inside a (nested) value; other values stay literal."""
+        """Resolve every reference inside a (nested) value; other values stay literal.
+
+        Raises:
+            StepInputError: a reference does not fit the data, is not a valid
+                reference, or the value nests deeper than `MAX_NESTING` levels.
+        """
+        return self._resolve(value, 0)
+
+    def _resolve(self, value: Any, depth: int) -> Any:
         if isinstance(value, str):
             if value.startswith("$$"):
                 return value[1:]
             if value.startswith("$"):
-                return self.lookup(parse_ref(value))
+                try:
+                    ref = parse_ref(value)
+                except ReferenceSyntaxError as exc:
+                    raise StepInputError(str(exc)) from None
+                return self.lookup(ref)
             return value
+        if isinstance(value, Mapping | list | tuple) and depth >= MAX_NESTING:
+            raise StepInputError(f"inputs nested deeper than {MAX_NESTING} levels")
         if isinstance(value, Mapping):
-            return {k: self.resolve(v) for k, v in value.items()}
+            return {k: self._resolve(v, depth + 1) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return [self.resolve(v) for v in value]
+            return [self._resolve(v, depth + 1) for v in value]
         return value

@@ -81,13 +81,15 @@ def validate_flow(
         deps[sid] = tuple(found)
         if registry is not None:
             if step.tool not in registry:
-                known = ", ".join(registry.names()) or "none registered"
+                names = registry.names()
+                known = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+                known = known or "none registered"
                 problems.append(f"{where}: unknown tool {step.tool!r} (known: {known})")
             else:
                 for p in registry.get(step.tool).check_inputs(set(step.inputs)):
                     problems.append(f"{where}: tool {step.tool!r}: {p}")
 
-    for text in iter_refs(flow.output):
+    for text in _safe_refs(flow.output, problems, "output"):
         try:
             ref = parse_ref(text)
         except ReferenceSyntaxError as exc:
@@ -103,9 +105,9 @@ def validate_flow(
         for d in ds:
             dependents[d].append(sid)
     frozen = {k: tuple(v) for k, v in dependents.items()}
-    cycle = find_cycle(deps, frozen)
-    if cycle is not None:
-        problems.append("cycle: " + " -> ".join(cycle))
+    if find_cycle(deps, frozen) is not None:
+        for cycle in _cycles(deps):
+            problems.append("cycle: " + " -> ".join(cycle))
     if not flow.steps:
         problems.append("flow has no steps")
     if problems:
@@ -117,7 +119,78 @@ def _refs(step: Step, problems: list[str], where: str) -> Iterable[str]:
     for key in step.inputs:
         if not isinstance(key, str) or not key.isidentifier():
             problems.append(f"{where}: input name {key!r} is not a valid parameter name")
-    return iter_refs(step.inputs)
+    return _safe_refs(step.inputs, problems, f"{where}: inputs")
+
+
+def _safe_refs(value: object, problems: list[str], where: str) -> list[str]:
+    """The references in a value; a value nested too deeply is a problem, not a crash."""
+    found: list[str] = []
+    try:
+        found.extend(iter_refs(value))
+    except ReferenceSyntaxError as exc:
+        problems.append(f"{where} {exc}")
+    return found
+
+
+def _cycles(deps: dict[str, tuple[str, ...]]) -> list[list[str]]:
+    """One cycle per strongly connected component, each as `[a, b, c, a]`.
+
+    In a path `a -> b`, b uses a (execution order). Tarjan's algorithm, iterative, so
+    long flows cannot hit the recursion limit.
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    components: list[list[str]] = []
+    for root in deps:
+        if root in index:
+            continue
+        work: list[tuple[str, int]] = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            children = deps[node]
+            if i < len(children):
+                work.append((node, i + 1))
+                child = children[i]
+                if child not in index:
+                    work.append((child, 0))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            if low[node] == index[node]:
+                component: list[str] = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    components.append(component)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    order = {sid: i for i, sid in enumerate(deps)}
+    cycles = []
+    for component in sorted(components, key=lambda c: min(order[s] for s in c)):
+        members = set(component)
+        start = min(component, key=order.__getitem__)
+        seen: dict[str, int] = {}
+        path: list[str] = []
+        node = start
+        while node not in seen:  # every member has a dependency inside the component
+            seen[node] = len(path)
+            path.append(node)
+            node = next(d for d in deps[node] if d in members)
+        cycle = [*path[seen[node] :], node]
+        cycle.reverse()  # a -> b means b uses a
+        cycles.append(cycle)
+    return cycles
 
 
 def _add_dep(
