@@ -119,7 +119,7 @@ class StepRuntime:
             return
         self.store.set_leases({f"{run_id}|{step_id}": time.time() + self.settings.lease_seconds})
         try:
-            self._execute(ctx, step, tool, claim, started)
+            self._execute(ctx, step, tool, claim)
         finally:
             self.store.drop_lease(run_id, step_id)
 
@@ -134,23 +134,23 @@ class StepRuntime:
             time_limit_ms=ctx.time_limit_ms(step_id, self._tool_timeout(tool)),
         )
 
-    def _execute(
-        self, ctx: RunContext, step: Step, tool: Tool | None, claim: Claim, started: str
-    ) -> None:
+    def _execute(self, ctx: RunContext, step: Step, tool: Tool | None, claim: Claim) -> None:
         """Run a claimed attempt, then record it: retry, or complete and coordinate."""
         run_id, step_id, number, worker = ctx.run_id, step.id, claim.attempt, self.worker
-        t0 = time.perf_counter()
+        # Times of this attempt are taken once it holds its claim (and any tool slot), so
+        # that intervals of a limited tool never appear to overlap.
+        started = now_iso()
         attempt_rec: dict[str, Any] = {"number": number, "started_at": started, "worker": worker}
+        first_start = started if number == 1 or not claim.started_at else claim.started_at
         record: dict[str, Any] = {
             "worker": worker,
             "queued_at": claim.queued_at,
-            "started_at": claim.started_at,
+            "started_at": first_start,
         }
-        if claim.queued_at and claim.started_at:
-            record["queue_wait"] = _seconds(claim.queued_at, claim.started_at)
-        status, output, exc, error = self._attempt(ctx, step, tool, claim, record)
-        finished = now_iso()
-        attempt_rec.update(finished_at=finished, duration=time.perf_counter() - t0)
+        if claim.queued_at:
+            record["queue_wait"] = max(0.0, _seconds(claim.queued_at, first_start))
+        status, output, exc, error = self._attempt(ctx, step, tool, claim, record, attempt_rec)
+        finished = attempt_rec["finished_at"]
         if error is not None:
             attempt_rec["error"] = error.model_dump()
         if exc is not None and step.map is None:
@@ -177,9 +177,19 @@ class StepRuntime:
         )
 
     def _attempt(
-        self, ctx: RunContext, step: Step, tool: Tool | None, claim: Claim, record: dict[str, Any]
+        self,
+        ctx: RunContext,
+        step: Step,
+        tool: Tool | None,
+        claim: Claim,
+        record: dict[str, Any],
+        attempt_rec: dict[str, Any],
     ) -> tuple[str, Any, Exception | None, StepError | None]:
-        """Call the tool once (or a map step's items); returns status, output, error."""
+        """Call the tool once (or a map step's items); returns status, output, error.
+
+        Fills `attempt_rec` with the end time, taken before the tool slot is given back.
+        """
+        t0 = time.perf_counter()
         limited = tool is not None and tool.max_concurrency is not None
         tracked = self.monitor.track(
             ctx.run_id,
@@ -210,6 +220,7 @@ class StepRuntime:
         except Exception as e:
             exc = e
         finally:
+            attempt_rec.update(finished_at=now_iso(), duration=time.perf_counter() - t0)
             self.monitor.untrack(tracked)
             if limited:
                 # Free the slot before coordinating: a dependent may want it next.
