@@ -91,7 +91,8 @@ async def run_attempts(
         number += 1
         async with slot() if slot is not None else contextlib.nullcontext():
             t_attempt = time.perf_counter()
-            attempt = Attempt(number=number, started_at=now(), worker=worker)
+            # Trusted values: skip validation on the hot path.
+            attempt = Attempt.model_construct(number=number, started_at=now(), worker=worker)
             if number == 1:
                 t_start = t_attempt
                 rec.started_at = attempt.started_at

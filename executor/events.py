@@ -39,11 +39,15 @@ class EventLog:
         self._events: list[RunEvent] = []
         self._closed = False
         self._cond = threading.Condition()
+        self._waiting = 0  # followers blocked in wait(); appends skip the lock when none
 
     def append(self, event: RunEvent) -> None:
-        with self._cond:
-            self._events.append(event)
-            self._cond.notify_all()
+        # list.append is atomic; take the lock only to wake a follower. A follower counts
+        # itself as waiting before it re-checks the length, so no append is missed.
+        self._events.append(event)
+        if self._waiting:
+            with self._cond:
+                self._cond.notify_all()
 
     def close(self) -> None:
         """No more events will come; followers stop after the last one."""
@@ -65,7 +69,12 @@ class EventLog:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         raise TimeoutError("no run end within the timeout")
-                    self._cond.wait(left)
+                    self._waiting += 1
+                    try:
+                        if index >= len(self._events):
+                            self._cond.wait(left)
+                    finally:
+                        self._waiting -= 1
                 batch = self._events[index:]
                 closed = self._closed
             index += len(batch)
