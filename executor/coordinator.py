@@ -152,6 +152,8 @@ class Coordinator:
             return
         if ctx.scheduler.stops_run(status):  # type: ignore[arg-type]
             self.stop(ctx.run_id, "failed")
+            if done.unfinished == 0:  # the run was stopping already: this was its last step
+                self.finalize(ctx)
             return
         if done.ready:
             self.resolve(ctx, list(done.ready))
@@ -170,6 +172,14 @@ class Coordinator:
             to_run: list[str] = []
             later: list[str] = []
             for sid in work:
+                if ctx.scheduler.fail_fast and any(
+                    statuses.get(d) in ("failed", "upstream_failed") for d in ctx.dag.deps[sid]
+                ):
+                    # A dependency failed, so the run is stopping, though the failed
+                    # step's worker may not have stopped it yet: stop it here (the step
+                    # ends cancelled, as every not-started step of a fail-fast run).
+                    self.stop(ctx.run_id, "failed")
+                    return
                 res = ctx.scheduler.decide(sid, statuses, ctx.inputs, outputs)  # type: ignore[arg-type]
                 if res.decision == "run":
                     to_run.append(sid)
@@ -192,6 +202,8 @@ class Coordinator:
                     continue
                 if ctx.scheduler.stops_run(res.decision):
                     self.stop(ctx.run_id, "failed")
+                    if done.unfinished == 0:
+                        self.finalize(ctx)
                     return
                 later.extend(done.ready)
                 if done.unfinished == 0:

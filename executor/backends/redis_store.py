@@ -109,7 +109,9 @@ class RedisStore:
         if self.client.exists(k[0]):
             raise ValueError(f"run {run_id!r} exists already")
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(k[0], mapping={**meta, "unfinished": len(steps), "stop": ""})  # type: ignore[dict-item]
+        # The run's TTL is chosen by its creator, whichever process finishes it.
+        fields = {"ttl": self.result_ttl, **meta, "unfinished": len(steps), "stop": ""}
+        pipe.hset(k[0], mapping=fields)  # type: ignore[arg-type]
         pipe.hset(k[1], mapping=dict.fromkeys(steps, "pending"))
         counts = {s: n for s, n in remaining.items() if n}
         if counts:
@@ -293,7 +295,8 @@ class RedisStore:
         error: str,
         wall_time: float,
     ) -> bool:
-        """Write the final status once and set the TTL on every key of the run."""
+        """Write the final status once and set the TTL on every key of the run (the TTL
+        stored by `create_run`, else this store's `result_ttl`)."""
         done = self._run(
             "finish",
             run_id,
@@ -332,9 +335,14 @@ class RedisStore:
 
     def renew_slots(self, holders: dict[str, dict[str, float]]) -> None:
         """Extend slot leases: {tool: {holder: expiry epoch ms}}."""
+        now_ms = time.time() * 1000
         pipe = self.client.pipeline(transaction=False)
         for tool, members in holders.items():
-            pipe.zadd(self.semaphore_key(tool), members, xx=True)  # type: ignore[arg-type]
+            key = self.semaphore_key(tool)
+            pipe.zadd(key, members, xx=True)  # type: ignore[arg-type]
+            # The key's own TTL (set by claim.lua) must follow, or a long-running holder
+            # loses its slot when the key expires: twice the lease, as claim.lua sets it.
+            pipe.pexpire(key, max(1, int(2 * (max(members.values()) - now_ms))))
         pipe.execute()
 
     def overdue_runs(self, now: float, limit: int = 100) -> list[str]:

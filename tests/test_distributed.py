@@ -1,0 +1,799 @@
+"""The distributed mode end to end.
+
+Part 1 (fakeredis, the `run_step` actor in this process, interleavings forced by
+calling it directly): at-least-once delivery is recorded once — a step message
+delivered twice runs its tool once, and a completion replayed after the run finished
+changes nothing; fail_fast races between workers end the run as the local backend does.
+
+Part 2 (a real redis-server, real `dagrelay worker` processes): concurrency across
+workers, reattaching and cancelling from other processes, unknown tools, unreachable
+Redis, broken tools modules, plain `dramatiq workers`, queue routing, cluster-wide
+max_concurrency, TTLs on every key of a finished run, a SIGKILLed worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from executor import (
+    DagrelayError,
+    ExecutionResult,
+    Flow,
+    FlowExecutor,
+    RetryPolicy,
+    Step,
+    ToolRegistry,
+)
+from executor.backends.redis import BrokerSender
+from executor.backends.redis_store import RedisStore
+from tests import dist_tools
+from tests.conformance.tools import read_lines
+from tests.support.servers import ROOT, RedisServer, WorkerProcess, free_port
+
+pytestmark = pytest.mark.timeout(120)
+TOOLS = "tests.dist_tools"
+WAIT = 30.0  # generous upper bound for any single run; runs here take about a second
+
+
+def read_count(path: str) -> int:
+    try:
+        return int(Path(path).read_text() or 0)
+    except FileNotFoundError:
+        return 0
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, every: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
+def store_snapshot(store: RedisStore, run_id: str) -> dict[str, Any]:
+    """Every key of the run with its content (TTL left out: it only counts down)."""
+    c = store.client
+    out: dict[str, Any] = {}
+    for k in sorted(c.scan_iter(match=f"{store.namespace}:{{{run_id}}}:*")):
+        kind = c.type(k)
+        out[k] = c.hgetall(k) if kind == "hash" else c.xrange(k) if kind == "stream" else kind
+    return out
+
+
+def events_of(store: RedisStore, run_id: str) -> list[dict[str, str]]:
+    return [fields for _, fields in store.client.xrange(store.keys(run_id)[7])]
+
+
+# Part 1: fakeredis, the actor in this process ------------------------------------------
+class FakeCluster:
+    """A fakeredis server, a broker with the `run_step` actor, and a client executor.
+
+    No Dramatiq worker consumes messages until `start_worker()`: tests can call the
+    actor (`runtime.run_step`) directly, as a duplicate delivery would.
+    """
+
+    def __init__(self) -> None:
+        import fakeredis
+
+        from workers.broker import setup
+        from workers.settings import Settings
+
+        self.server = fakeredis.FakeServer()
+        self.broker, self.runtime = setup(
+            Settings(),
+            registry=dist_tools.registry,
+            client=fakeredis.FakeRedis(server=self.server, decode_responses=True),
+            broker_client=fakeredis.FakeRedis(server=self.server),
+            set_global=False,
+        )
+        self.store = self.runtime.store
+        self.executor = FlowExecutor(
+            registry=dist_tools.registry,
+            redis_client=fakeredis.FakeRedis(server=self.server, decode_responses=True),
+            broker=self.broker,
+        )
+        self.worker: Any = None
+
+    def start_worker(self) -> None:
+        import dramatiq
+
+        self.worker = dramatiq.Worker(self.broker, worker_threads=4, worker_timeout=50)
+        self.worker.start()
+
+    def drain(self) -> None:
+        """Wait until every queued message was handled."""
+        self.broker.join("dagrelay", timeout=10_000)
+        self.worker.join()
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.runtime.stop()
+        self.executor.close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCluster]:
+    cluster = FakeCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def two_counted_steps(ca: str, cb: str, seconds: float = 0.0) -> Flow:
+    return Flow(
+        name="idem",
+        steps=[
+            Step(id="a", tool="counted", inputs={"counter": ca, "seconds": seconds, "value": 1}),
+            Step(id="b", tool="counted", inputs={"counter": cb, "value": "$steps.a"}),
+        ],
+        output="$steps.b",
+    )
+
+
+def test_a_step_delivered_twice_runs_once_and_is_recorded_once(fake, tmp_path):
+    ca, cb = str(tmp_path / "a"), str(tmp_path / "b")
+    handle = fake.executor.submit(two_counted_steps(ca, cb))
+    run_id = handle.run_id
+    # Deliver every message twice, by hand, before any worker sees the broker's copies.
+    for step in ("a", "a", "b", "b"):
+        fake.runtime.run_step(run_id, step, 1)
+    result = handle.wait(timeout=5)
+    assert result.status == "succeeded" and result.output == 1
+    assert (read_count(ca), read_count(cb)) == (1, 1)
+    before = result.model_dump_json()
+    events = events_of(fake.store, run_id)
+    assert [e["status"] for e in events if e.get("step") == "a"] == [
+        "queued",
+        "running",
+        "succeeded",
+    ]
+    # Now the broker delivers its own copies (the submit's and the coordinator's):
+    # a third delivery of each, after the run finished.
+    fake.start_worker()
+    fake.drain()
+    assert (read_count(ca), read_count(cb)) == (1, 1)
+    assert handle.result().model_dump_json() == before
+    assert events_of(fake.store, run_id) == events
+    assert [len(r.attempts) for r in result.steps.values()] == [1, 1]
+
+
+def test_a_duplicate_delivered_while_the_step_runs_is_dropped(fake, tmp_path):
+    ca, cb = str(tmp_path / "a"), str(tmp_path / "b")
+    handle = fake.executor.submit(two_counted_steps(ca, cb, seconds=0.5))
+    run_id = handle.run_id
+    first = threading.Thread(target=fake.runtime.run_step, args=(run_id, "a", 1))
+    first.start()
+    try:
+        assert wait_until(lambda: fake.store.all_statuses(run_id)["a"] == "running", 5)
+        t0 = time.monotonic()
+        fake.runtime.run_step(run_id, "a", 1)  # the duplicate: must not run the tool
+        assert time.monotonic() - t0 < 0.4
+        assert fake.store.all_statuses(run_id)["a"] == "running"
+    finally:
+        first.join(10)
+    assert read_count(ca) == 1
+    fake.start_worker()  # runs b, and sees the broker's copy of a (dropped as done)
+    result = handle.wait(timeout=10)
+    assert result.status == "succeeded"
+    assert (read_count(ca), read_count(cb)) == (1, 1)
+    assert len(result.steps["a"].attempts) == 1
+
+
+def test_duplicate_messages_through_the_broker_run_the_tool_once(fake, tmp_path):
+    fake.start_worker()
+    ca, cb = str(tmp_path / "a"), str(tmp_path / "b")
+    handle = fake.executor.submit(two_counted_steps(ca, cb, seconds=0.3))
+    sender = BrokerSender(fake.broker)
+    for _ in range(3):  # at-least-once: the same message, again and again
+        sender.send(handle.run_id, "a", 1, "dagrelay")
+    assert wait_until(lambda: read_count(ca) >= 1, 5)
+    sender.send(handle.run_id, "a", 1, "dagrelay")
+    sender.send(handle.run_id, "b", 1, "dagrelay")  # b is not queued yet: dropped
+    result = handle.wait(timeout=10)
+    fake.drain()
+    assert result.status == "succeeded" and result.output == 1
+    assert (read_count(ca), read_count(cb)) == (1, 1)
+    running = [
+        e
+        for e in events_of(fake.store, handle.run_id)
+        if e["step"] and e["status"] in ("running", "succeeded")
+    ]
+    assert [(e["step"], e["status"]) for e in running] == [
+        ("a", "running"),
+        ("a", "succeeded"),
+        ("b", "running"),
+        ("b", "succeeded"),
+    ]
+    assert handle.result().model_dump_json() == result.model_dump_json()
+
+
+def test_a_completion_replayed_after_the_run_finished_changes_nothing(fake, tmp_path):
+    fake.start_worker()
+    ca, cb = str(tmp_path / "a"), str(tmp_path / "b")
+    handle = fake.executor.submit(two_counted_steps(ca, cb))
+    result = handle.wait(timeout=10)
+    assert result.status == "succeeded"
+    fake.drain()
+    run_id = handle.run_id
+    before_json = handle.result().model_dump_json()
+    before_keys = store_snapshot(fake.store, run_id)
+    coordinator = fake.runtime.coordinator
+    ctx = coordinator.context(run_id)
+    # The worker's completion, replayed (same and different outcomes) ...
+    for status, output in (("succeeded", "1"), ("succeeded", '"other"'), ("failed", "")):
+        done = coordinator.completed(
+            ctx,
+            "b",
+            status,
+            output_json=output,
+            record={"status": status, "worker": "replay"},
+            worker="replay",
+            attempt=1,
+            attempt_json=json.dumps({"number": 1, "started_at": result.started_at.isoformat()}),
+            error="late" if status == "failed" else "",
+        )
+        assert not done.applied
+    # ... the store's own complete, the run's end, a stop, a reclaim, a late message.
+    assert not fake.store.complete(
+        run_id, "a", "succeeded", "5", {}, "x", "replay", 1, "", "", ("b",)
+    ).applied
+    coordinator.finalize(ctx)
+    assert coordinator.stop(run_id, "cancelled") == []
+    assert fake.store.reclaim(run_id, "a", "x") == (0, 0)
+    fake.runtime.run_step(run_id, "a", 1)
+    fake.runtime.run_step(run_id, "b", 2)
+    assert handle.result().model_dump_json() == before_json
+    assert store_snapshot(fake.store, run_id) == before_keys
+    assert (read_count(ca), read_count(cb)) == (1, 1)
+
+
+def test_fail_fast_finishes_when_the_last_running_step_also_fails(fake):
+    """Two steps fail at about the same time under fail_fast: the first failure stops
+    the run while the second still runs; the second failure is then the run's last
+    unfinished step and must finish the run (not leave it running forever)."""
+    flow = Flow(
+        name="double-failure",
+        on_failure="fail_fast",
+        steps=[
+            Step(id="quick", tool="fail", inputs={"message": "first"}),
+            Step(id="slow", tool="fail", inputs={"message": "second", "seconds": 0.3}),
+            Step(id="after", tool="echo", inputs={"value": "$steps.quick"}),
+        ],
+    )
+    handle = fake.executor.submit(flow)
+    run_id = handle.run_id
+    # No monitor runs here, so nothing interrupts `slow`: it fails after the stop.
+    slow = threading.Thread(target=fake.runtime.run_step, args=(run_id, "slow", 1))
+    slow.start()
+    try:
+        assert wait_until(lambda: fake.store.all_statuses(run_id)["slow"] == "running", 5)
+        fake.runtime.run_step(run_id, "quick", 1)
+        assert fake.store.all_statuses(run_id)["after"] == "cancelled"
+    finally:
+        slow.join(10)
+    result = handle.wait(timeout=5)
+    assert result.status == "failed"
+    assert {s: r.status for s, r in result.steps.items()} == {
+        "quick": "failed",
+        "slow": "failed",
+        "after": "cancelled",
+    }
+    assert result.error is not None and "quick" in result.error
+
+
+@pytest.mark.parametrize("with_join", [True, False])
+def test_fail_fast_never_records_upstream_failed_even_between_a_failure_and_its_stop(
+    fake, tmp_path, with_join
+):
+    """Under fail_fast a failure stops the run, so its dependents end `cancelled` (as on
+    the local backend). Between the failing step's completion and its stop, another
+    worker may complete a sibling dependency and be the one to decide the dependents:
+    that must also end the run, not record `upstream_failed` nor queue a cleanup step."""
+    counter = str(tmp_path / "cleanup")
+    flow = Flow(
+        name="failure-window",
+        on_failure="fail_fast",
+        steps=[
+            Step(id="bad", tool="fail", inputs={}),
+            Step(id="good", tool="echo", inputs={"value": 1}),
+            *(
+                [Step(id="join", tool="echo", inputs={"value": ["$steps.bad", "$steps.good"]})]
+                if with_join
+                else []
+            ),
+            Step(
+                id="cleanup",
+                tool="counted",
+                inputs={"counter": counter},
+                depends_on=["bad", "good"],
+                trigger="all_done",
+            ),
+        ],
+    )
+    handle = fake.executor.submit(flow)
+    run_id = handle.run_id
+    # Worker 1 records `bad` as failed ... and is paused before it stops the run.
+    at = datetime.now(UTC).isoformat()
+    dependents = fake.runtime.coordinator.context(run_id).dag.dependents["bad"]
+    assert "cleanup" in dependents
+    assert fake.store.claim(run_id, "bad", 1, "t", 60_000, at, "w1", ()).kind == "ok"
+    first = fake.store.complete(
+        run_id, "bad", "failed", "", {"status": "failed"}, at, "w1", 1, "", "boom", dependents
+    )
+    assert first.applied and first.ready == ()
+    # Worker 2 completes `good`, which releases the dependents to it.
+    fake.runtime.run_step(run_id, "good", 1)
+    # Worker 1 resumes: it stops the run (what the coordinator does after a failure).
+    fake.runtime.coordinator.stop(run_id, "failed")
+    result = handle.wait(timeout=5)
+    assert result.status == "failed"
+    expected = {"bad": "failed", "good": "succeeded", "cleanup": "cancelled"}
+    if with_join:
+        expected["join"] = "cancelled"
+    assert {s: r.status for s, r in result.steps.items()} == expected
+    # Nothing was queued after the failure (a queued step could have started).
+    queued = [e["step"] for e in events_of(fake.store, run_id) if e["status"] == "queued"]
+    assert sorted(queued) == ["bad", "good"]
+    fake.start_worker()
+    fake.drain()
+    assert read_count(counter) == 0
+
+
+# Part 2: real redis-server, real worker processes ---------------------------------------
+def descendants(pid: int) -> set[int]:
+    """`pid` and every process below it (Dramatiq forks its worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        found.add(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def worker_pid(worker: str | None) -> int:
+    """The process id in a step's `worker` (`host:pid:thread`)."""
+    assert worker, "the step records no worker"
+    return int(worker.split(":")[1])
+
+
+def overlap_depth(spans: list[tuple[datetime, datetime]]) -> int:
+    """The largest number of spans that are open at one instant."""
+    points = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    depth = best = 0
+    for _, d in points:
+        depth += d
+        best = max(best, depth)
+    return best
+
+
+def assert_every_key_expires(client: Any, run_id: str, max_ttl: int) -> list[str]:
+    keys = sorted(client.scan_iter(match=f"dagrelay:{{{run_id}}}:*"))
+    assert keys, "the run has no keys"
+    for k in keys:
+        ttl = client.ttl(k)
+        assert 0 < ttl <= max_ttl, (k, ttl)
+    # Nothing of the run lives outside its hash tag either.
+    stray = [k for k in client.scan_iter(match=f"*{run_id}*") if k not in keys]
+    assert stray == []
+    return keys
+
+
+class Cluster:
+    """A redis-server and two `dagrelay worker` processes (2 threads each)."""
+
+    def __init__(self) -> None:
+        self.server = RedisServer().start()
+        self.workers: list[WorkerProcess] = []
+        try:
+            self.workers = [WorkerProcess(self.server.url, TOOLS, threads=2) for _ in range(2)]
+            for w in self.workers:
+                w.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+        import redis
+
+        self.client = redis.Redis.from_url(self.server.url, decode_responses=True)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def executor(self, **kwargs: Any) -> FlowExecutor:
+        kwargs.setdefault("registry", dist_tools.registry)
+        return FlowExecutor(self.url, **kwargs)
+
+    def close(self) -> None:
+        stoppers = [threading.Thread(target=w.stop) for w in self.workers]
+        for t in stoppers:  # in parallel: each graceful shutdown takes a few seconds
+            t.start()
+        for t in stoppers:
+            t.join()
+        self.server.close()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def ex(cluster: Cluster) -> Iterator[FlowExecutor]:
+    with cluster.executor() as executor:
+        yield executor
+
+
+def python(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a small Python script in a fresh interpreter, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_steps_run_concurrently_on_two_worker_processes(ex, cluster):
+    steps = [
+        Step(id=f"s{i}", tool="sync_sleep", inputs={"seconds": 0.5, "value": i}) for i in range(8)
+    ]
+    flow = Flow(name="fanout", steps=steps, output=[f"$steps.s{i}" for i in range(8)])
+    result = ex.run(flow, timeout=WAIT)
+    assert result.status == "succeeded" and result.output == list(range(8))
+    records = list(result.steps.values())
+    workers = {r.worker for r in records}
+    pids = {worker_pid(w) for w in workers}
+    assert len(workers) >= 2
+    # Both processes worked: each has only 2 threads, so 3 steps at once needs both.
+    assert len(pids) == 2, workers
+    served = [descendants(w.proc.pid) for w in cluster.workers]
+    assert all(pids & s for s in served), (pids, served)
+    spans = []
+    for r in records:
+        assert r.started_at is not None and r.finished_at is not None
+        spans.append((r.started_at, r.finished_at))
+    assert overlap_depth(spans) >= 3, spans
+
+
+GET_RUN = """
+    import sys
+    from executor import FlowExecutor
+    with FlowExecutor(sys.argv[1]) as ex:
+        result = ex.get_run(sys.argv[2]).wait(timeout=30)
+    print(result.model_dump_json())
+"""
+
+
+def test_get_run_from_a_new_process_returns_the_same_result(ex, cluster):
+    flow = Flow(
+        name="reattach",
+        steps=[
+            Step(id="a", tool="sleep", inputs={"seconds": 0.8, "value": {"x": [1, 2]}}),
+            Step(id="b", tool="echo", inputs={"value": "$steps.a.x"}),
+        ],
+        output="$steps.b",
+    )
+    handle = ex.submit(flow)
+    # The other process attaches while the run is still going, and waits for it.
+    proc = python(GET_RUN, cluster.url, handle.run_id)
+    assert proc.returncode == 0, proc.stderr
+    mine = handle.wait(timeout=WAIT)
+    assert mine.status == "succeeded" and mine.output == [1, 2]
+    theirs = ExecutionResult.model_validate_json(proc.stdout.strip().splitlines()[-1])
+    assert theirs.model_dump() == mine.model_dump()
+
+
+CANCEL = """
+    import sys
+    from executor import FlowExecutor
+    with FlowExecutor(sys.argv[1]) as ex:
+        ex.get_run(sys.argv[2]).cancel()
+"""
+
+
+def test_cancel_from_another_process(ex, cluster, tmp_path):
+    marker = str(tmp_path / "marker")
+    flow = Flow(
+        name="cancel-me",
+        steps=[
+            Step(id="slow", tool="sleep", inputs={"seconds": 30, "marker": marker}),
+            Step(id="after", tool="echo", inputs={"value": "$steps.slow"}),
+        ],
+    )
+    handle = ex.submit(flow)
+    assert wait_until(lambda: "started" in read_lines(marker), 10)
+    t0 = time.monotonic()
+    proc = python(CANCEL, cluster.url, handle.run_id)
+    assert proc.returncode == 0, proc.stderr
+    result = handle.wait(timeout=WAIT)
+    assert time.monotonic() - t0 < 10
+    assert result.status == "cancelled"
+    assert result.steps["slow"].status == "cancelled"
+    assert result.steps["after"].status == "cancelled"
+    assert wait_until(lambda: "cancelled" in read_lines(marker), 5)
+    assert "finished" not in read_lines(marker)
+    assert_every_key_expires(cluster.client, handle.run_id, 7 * 24 * 3600)
+
+
+def test_a_tool_no_worker_knows_fails_its_step_naming_the_tool(cluster):
+    flow = Flow(
+        name="unknown-tool",
+        on_failure="continue",
+        steps=[
+            Step(id="a", tool="echo", inputs={"value": 1}),
+            Step(id="b", tool="no_such_tool_xyz", inputs={"x": "$steps.a"}),
+            Step(id="c", tool="echo", inputs={"value": "$steps.b"}),
+        ],
+    )
+    with cluster.executor(registry=ToolRegistry()) as client:  # validation can't catch it
+        result = client.run(flow, timeout=WAIT)
+    assert result.status == "failed"
+    assert result.steps["a"].status == "succeeded"
+    b = result.steps["b"]
+    assert b.status == "failed"
+    assert b.error is not None and "no_such_tool_xyz" in b.error.message
+    assert result.error is not None and "no_such_tool_xyz" in result.error
+    assert result.steps["c"].status == "upstream_failed"
+
+
+@pytest.mark.parametrize("user", ["", "alice"])
+def test_unreachable_redis_raises_dagrelay_error_naming_the_url_without_password(user):
+    port = free_port()  # nothing listens here
+    url = f"redis://{user}:secret@127.0.0.1:{port}/0"
+    flow = Flow(name="f", steps=[Step(id="a", tool="echo", inputs={"value": 1})])
+    t0 = time.monotonic()
+    with (
+        pytest.raises(DagrelayError) as info,
+        FlowExecutor(url, registry=dist_tools.registry) as client,
+    ):
+        client.submit(flow)
+    assert time.monotonic() - t0 < 10
+    message = str(info.value)
+    assert f"127.0.0.1:{port}" in message
+    assert "secret" not in message and "secret" not in repr(info.value)
+    assert info.value.__cause__ is None or "secret" not in str(info.value.__cause__)
+
+
+BROKEN_TOOLS = """
+import no_such_dependency_xyz  # noqa
+
+registry = None
+"""
+
+
+@pytest.mark.parametrize("kind", ["file", "module", "plain-dramatiq"])
+def test_a_worker_whose_tools_module_fails_to_import_exits_with_the_error(cluster, tmp_path, kind):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    path = tmp_path / "broken_tools.py"
+    path.write_text(BROKEN_TOOLS)
+    tools, expected = str(path), "no_such_dependency_xyz"
+    if kind == "module":
+        tools, expected = "no_such_module_xyz", "no_such_module_xyz"
+    argv = [sys.executable, "-m", "executor.cli", "worker", "--tools", tools]
+    argv += ["--redis", cluster.url]
+    if kind == "plain-dramatiq":
+        argv = [sys.executable, "-m", "dramatiq", "workers", "--processes", "1"]
+        env.update(DAGRELAY_TOOLS=tools, DAGRELAY_REDIS_URL=cluster.url)
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert expected in output
+    assert "ModuleNotFoundError" in output
+
+
+def _plain_dramatiq(url: str, queues: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], Path]:
+    log = Path(tempfile_path("dagrelay-plain-"))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DAGRELAY_TOOLS": TOOLS,
+        "DAGRELAY_REDIS_URL": url,
+    }
+    argv = [sys.executable, "-m", "dramatiq", "workers", "--processes", "1", "--threads", "2"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return proc, log
+
+
+def tempfile_path(prefix: str) -> str:
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".log")
+    os.close(fd)
+    return path
+
+
+def test_plain_dramatiq_workers_serve_runs(cluster):
+    # A database of its own: only the plain `dramatiq workers` process serves it.
+    url = cluster.url.rsplit("/", 1)[0] + "/3"
+    proc, log = _plain_dramatiq(url)
+    try:
+        assert wait_until(lambda: "ready for action" in log.read_text(errors="replace"), 30), (
+            log.read_text(errors="replace")
+        )
+        flow = Flow(
+            name="plain",
+            steps=[
+                Step(id="a", tool="add", inputs={"a": "$input.x", "b": 1}),
+                Step(id="b", tool="add", inputs={"a": "$steps.a", "b": 10}),
+            ],
+            output="$steps.b",
+        )
+        with FlowExecutor(url, registry=dist_tools.registry) as client:
+            result = client.run(flow, {"x": 4}, timeout=WAIT)
+        assert result.status == "succeeded" and result.output == 15
+        assert worker_pid(result.steps["a"].worker) in descendants(proc.pid)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)  # Dramatiq forwards it to its workers
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.unlink(missing_ok=True)
+
+
+def test_a_step_routed_to_a_queue_waits_for_a_worker_of_that_queue(ex, cluster):
+    flow = Flow(
+        name="routing",
+        steps=[
+            Step(id="a", tool="echo", inputs={"value": "x"}),
+            Step(id="b", tool="echo", inputs={"value": "$steps.a"}, queue="special"),
+            Step(id="c", tool="echo", inputs={"value": "$steps.b"}),
+        ],
+        output="$steps.c",
+    )
+    handle = ex.submit(flow)
+    assert wait_until(lambda: handle.result().steps["a"].status == "succeeded", 10)
+    time.sleep(0.5)  # the default workers had every chance to take b: they must not
+    now = handle.result()
+    assert now.status == "running" and now.steps["b"].status == "queued"
+    special = WorkerProcess(cluster.url, TOOLS, threads=1, queues=("special",))
+    try:
+        special.wait_ready()
+        result = handle.wait(timeout=WAIT)
+        assert result.status == "succeeded" and result.output == "x"
+        assert worker_pid(result.steps["b"].worker) in descendants(special.proc.pid)
+        assert worker_pid(result.steps["a"].worker) not in descendants(special.proc.pid)
+    finally:
+        special.stop()
+
+
+def test_max_concurrency_holds_across_worker_processes(ex, cluster, tmp_path):
+    log = str(tmp_path / "exclusive.log")
+    n = 6
+    flow = Flow(
+        name="limited",
+        steps=[
+            *[
+                Step(id=f"x{i}", tool="exclusive_logged", inputs={"log": log, "seconds": 0.1})
+                for i in range(n)
+            ],
+            # Unlimited steps alongside still run in parallel with them.
+            *[Step(id=f"f{i}", tool="sync_sleep", inputs={"seconds": 0.3}) for i in range(2)],
+        ],
+    )
+    result = ex.run(flow, timeout=WAIT)
+    assert result.status == "succeeded"
+    lines = [line.split() for line in read_lines(log)]
+    assert len(lines) == 2 * n
+    # Inside the tool, calls strictly alternate start/end: never two at once.
+    assert [w[0] for w in lines] == ["start", "end"] * n
+    times = [float(w[1]) for w in lines]
+    assert times == sorted(times)
+    assert len({r.worker for r in result.steps.values() if r.tool == "exclusive_logged"}) >= 1
+
+
+def test_every_key_of_a_finished_run_has_a_ttl(cluster, tmp_path):
+    flow = Flow(
+        name="keys",
+        on_failure="continue",
+        steps=[
+            Step(
+                id="flaky",
+                tool="flaky",
+                inputs={"counter": str(tmp_path / "c"), "fail_times": 1, "value": 2},
+                retry=RetryPolicy(max_attempts=2),
+            ),
+            Step(id="items", tool="make_items", inputs={"n": "$steps.flaky"}),
+            Step(id="each", tool="echo", map="$steps.items", inputs={"value": "$item.name"}),
+            Step(id="skip", tool="echo", inputs={"value": 1}, when="input.never"),
+            Step(id="bad", tool="fail", inputs={}),
+            Step(id="after_bad", tool="echo", inputs={"value": "$steps.bad"}),
+        ],
+    )
+    with cluster.executor(result_ttl=600) as client:
+        result = client.run(flow, {"never": False}, timeout=WAIT)
+    assert result.status == "failed"
+    assert [a.number for a in result.steps["flaky"].attempts] == [1, 2]
+    assert result.steps["each"].output == ["item0", "item1"]
+    assert result.steps["skip"].status == "skipped"
+    keys = assert_every_key_expires(cluster.client, result.run_id, 600)
+    names = {k.rsplit(":", 1)[1] for k in keys}
+    assert {"meta", "status", "out", "rec", "att", "events", "times", "remaining"} <= names
+
+
+def test_a_killed_worker_costs_a_lease_not_the_step(cluster, tmp_path):
+    """SIGKILL the worker running a step: its lease expires, a sweeper re-queues the
+    step, and another worker runs attempt 2; attempt 1 is recorded as WorkerLost."""
+    env = {"DAGRELAY_LEASE_SECONDS": "1", "DAGRELAY_SWEEP_SECONDS": "0.2"}
+    counter = str(tmp_path / "count")
+    flow = Flow(
+        name="crash",
+        steps=[
+            Step(
+                id="s",
+                tool="flaky",
+                queue="crashy",  # only the workers started here serve it
+                inputs={
+                    "counter": counter,
+                    "fail_times": 0,
+                    "slow_attempt": 1,  # the first call hangs until it is killed
+                    "slow_seconds": 60,
+                    "value": "ok",
+                },
+            )
+        ],
+        output="$steps.s",
+    )
+    doomed = WorkerProcess(cluster.url, TOOLS, threads=1, queues=("crashy",), env=env)
+    survivor = None
+    try:
+        doomed.wait_ready()
+        with cluster.executor() as client:
+            handle = client.submit(flow)
+            assert wait_until(lambda: read_count(counter) == 1, 10)
+            doomed_pids = descendants(doomed.proc.pid)
+            os.killpg(doomed.proc.pid, signal.SIGKILL)  # the main process and its workers
+            doomed.proc.wait(10)
+            killed_at = time.monotonic()
+            survivor = WorkerProcess(cluster.url, TOOLS, threads=1, queues=("crashy",), env=env)
+            survivor.wait_ready()
+            result = handle.wait(timeout=WAIT)
+        assert time.monotonic() - killed_at < 15
+        assert result.status == "succeeded" and result.output == "ok"
+        assert read_count(counter) == 2
+        first, second = result.steps["s"].attempts
+        assert (first.number, second.number) == (1, 2)
+        assert first.error is not None and first.error.type == "WorkerLost"
+        assert worker_pid(first.worker) in doomed_pids
+        assert worker_pid(second.worker) in descendants(survivor.proc.pid)
+    finally:
+        doomed.stop()
+        if survivor is not None:
+            survivor.stop()
