@@ -472,7 +472,7 @@ def test_a_renewed_slot_outlives_the_semaphore_keys_initial_ttl(store):
     while time.monotonic() < deadline:  # what the monitor does, every third of a lease
         time.sleep(lease / 3000)
         store.renew(run_id, "a", 1, lease)
-        store.renew_slots({"limited": {holder: (time.time() + lease / 1000) * 1000}})
+        store.renew_slots([("limited", holder)], lease)
     assert claim(store, run_id, "b", semaphore=sem).kind == "full"
 
 
@@ -485,3 +485,18 @@ def test_the_ttl_is_the_run_creators_whichever_process_finishes_it(store):
     assert worker_side.finish(run_id, "succeeded", now(), "1", "", 0.1)
     for k in store.client.scan_iter(match=f"dagrelay:{{{run_id}}}:*"):
         assert 3500 < store.client.ttl(k) <= 3600, k
+
+
+def test_an_attempt_taken_over_cannot_record_over_the_new_holder(store):
+    """A slow worker whose lease expired finishes after another took over: its result is
+    not recorded; the attempt holding the claim records the step once."""
+    run_id = new_run(store, {"a": []})
+    store.mark_queued(run_id, ["a"], now())
+    assert claim(store, run_id, "a", lease_ms=SHORT_LEASE).attempt == 1
+    time.sleep(3 * SHORT_LEASE / 1000)
+    takeover = claim(store, run_id, "a", attempt=1, worker="w2")  # the redelivered message
+    assert takeover.kind == "ok" and takeover.attempt == 2 and takeover.lost_attempt == 1
+    assert not complete(store, run_id, "a", output="stale", attempt=1).applied
+    assert store.all_statuses(run_id)["a"] == "running"
+    assert complete(store, run_id, "a", output="fresh", attempt=2).applied
+    assert store.all_outputs(run_id) == {"a": "fresh"}

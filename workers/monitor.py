@@ -106,7 +106,7 @@ class Monitor:
         lease_ms = int(self.lease_seconds * 1000)
         expiry = time.time() + self.lease_seconds
         hints: dict[str, float] = {}
-        slots: dict[str, dict[str, float]] = {}
+        slots: list[tuple[str, str]] = []
         stops: dict[str, str] = {}
         for t in tracked:
             if renew:
@@ -114,7 +114,7 @@ class Monitor:
                 if held:
                     hints[f"{t.run_id}|{t.step_id}"] = expiry
                     if t.slot is not None:
-                        slots.setdefault(t.tool, {})[t.slot] = expiry * 1000
+                        slots.append((t.tool, t.slot))
             else:
                 if t.run_id not in stops:
                     stops[t.run_id] = self.store.run_meta(t.run_id, "stop").get("stop", "")
@@ -123,4 +123,4 @@ class Monitor:
                 t.interrupt("cancelled")
         self.store.set_leases(hints)
         if slots:
-            self.store.renew_slots(slots)
+            self.store.renew_slots(slots, lease_ms)

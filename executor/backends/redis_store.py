@@ -21,7 +21,17 @@ import redis
 from executor.errors import RunNotFoundError
 
 KEY_NAMES = ("meta", "status", "remaining", "out", "rec", "att", "claims", "events", "times")
-SCRIPTS = ("claim", "complete", "enqueue", "retry", "renew", "reclaim", "stop", "finish")
+SCRIPTS = (
+    "claim",
+    "complete",
+    "enqueue",
+    "retry",
+    "renew",
+    "renew_slot",
+    "reclaim",
+    "stop",
+    "finish",
+)
 DEFAULT_TTL = 7 * 24 * 3600
 
 
@@ -333,16 +343,13 @@ class RedisStore:
         """A step's member name in a tool semaphore (as claim.lua writes it)."""
         return f"{step}@{self.keys(run_id)[0]}"
 
-    def renew_slots(self, holders: dict[str, dict[str, float]]) -> None:
-        """Extend slot leases: {tool: {holder: expiry epoch ms}}."""
-        now_ms = time.time() * 1000
+    def renew_slots(self, holders: list[tuple[str, str]], lease_ms: int) -> None:
+        """Extend the slot leases of (tool, holder) pairs, on the Redis clock."""
         pipe = self.client.pipeline(transaction=False)
-        for tool, members in holders.items():
-            key = self.semaphore_key(tool)
-            pipe.zadd(key, members, xx=True)  # type: ignore[arg-type]
-            # The key's own TTL (set by claim.lua) must follow, or a long-running holder
-            # loses its slot when the key expires: twice the lease, as claim.lua sets it.
-            pipe.pexpire(key, max(1, int(2 * (max(members.values()) - now_ms))))
+        for tool, holder in holders:
+            self._scripts["renew_slot"](
+                keys=[self.semaphore_key(tool)], args=[holder, lease_ms], client=pipe
+            )
         pipe.execute()
 
     def overdue_runs(self, now: float, limit: int = 100) -> list[str]:

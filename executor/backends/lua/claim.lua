@@ -9,6 +9,7 @@
 local step = ARGV[1]
 local st = redis.call('HGET', KEYS[2], step)
 if not st then return {'missing', ''} end
+if st == 'pending' then return {'stale', st} end
 if st ~= 'queued' and st ~= 'running' then return {'done', st} end
 local stop = redis.call('HGET', KEYS[1], 'stop')
 if stop and stop ~= '' then return {'stopped', stop} end

@@ -8,6 +8,12 @@ local step = ARGV[1]
 local st = redis.call('HGET', KEYS[2], step)
 if not st then return {-1} end
 if st ~= 'pending' and st ~= 'queued' and st ~= 'running' then return {0} end
+if ARGV[7] ~= '' and st == 'running' then
+  -- An attempt whose lease expired and was taken over must not record over the attempt
+  -- that now holds the claim (the tool ran twice; the record keeps one result).
+  local claim = redis.call('HGET', KEYS[7], step) or ''
+  if string.match(claim, '^(%d+)|') ~= ARGV[7] then return {0} end
+end
 redis.call('HSET', KEYS[2], step, ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[4], step, ARGV[3]) end
 redis.call('HSET', KEYS[5], step, ARGV[4])

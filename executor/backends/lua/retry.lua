@@ -10,6 +10,11 @@ if string.match(claim, '^(%d+)|') ~= ARGV[2] then return 0 end
 local stop = redis.call('HGET', KEYS[1], 'stop')
 if stop and stop ~= '' then return 0 end
 redis.call('HSET', KEYS[6], step .. ':' .. ARGV[2], ARGV[3])
+local started = cjson.decode(ARGV[3])['started_at']
+if ARGV[2] == '1' and type(started) == 'string' then
+  -- The step started when its first attempt did (as the worker timed it after claiming).
+  redis.call('HSET', KEYS[9], step .. ':s', started)
+end
 redis.call('HSET', KEYS[2], step, 'queued')
 redis.call('HSET', KEYS[7], step .. ':next', tonumber(ARGV[2]) + 1)
 redis.call('HDEL', KEYS[7], step)
