@@ -500,3 +500,13 @@ def test_an_attempt_taken_over_cannot_record_over_the_new_holder(store):
     assert store.all_statuses(run_id)["a"] == "running"
     assert complete(store, run_id, "a", output="fresh", attempt=2).applied
     assert store.all_outputs(run_id) == {"a": "fresh"}
+
+
+def test_list_runs_skips_expired_runs_and_forgets_them(store):
+    ids = [new_run(store, {"a": []}) for _ in range(5)]
+    for rid in ids[2:]:  # the three newest expire (results gone)
+        for k in store.keys(rid):
+            store.client.delete(k)
+    runs = store.list_runs(limit=2)
+    assert [rid for rid, _ in runs] == [ids[1], ids[0]]
+    assert set(store.client.zrange(store.runs_key, 0, -1)) == set(ids[:2])

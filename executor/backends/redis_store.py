@@ -127,6 +127,8 @@ class RedisStore:
         if counts:
             pipe.hset(k[2], mapping=counts)  # type: ignore[arg-type]
         pipe.zadd(self.runs_key, {run_id: time.time()})
+        # The index outlives no run: drop ids whose results have expired by now.
+        pipe.zremrangebyscore(self.runs_key, "-inf", time.time() - self.result_ttl)
         if deadline is not None:
             pipe.zadd(self.deadlines_key, {run_id: deadline})
         pipe.execute()
@@ -184,16 +186,27 @@ class RedisStore:
 
     def list_runs(self, limit: int = 50) -> list[tuple[str, dict[str, str]]]:
         """Recent runs, newest first, with their meta (expired ones left out)."""
-        ids = self.client.zrevrange(self.runs_key, 0, limit - 1)
-        pipe = self.client.pipeline(transaction=False)
         fields = ["flow_name", "status", "submitted_at", "finished_at", "wall_time"]
-        for rid in ids:
-            pipe.hmget(self.keys(rid)[0], fields)
-        out = []
-        for rid, values in zip(ids, pipe.execute(), strict=True):
-            if values[1] is not None:
-                out.append((rid, {f: v for f, v in zip(fields, values, strict=True) if v}))
-        return out
+        out: list[tuple[str, dict[str, str]]] = []
+        start = 0
+        while len(out) < limit:
+            ids = self.client.zrevrange(self.runs_key, start, start + limit - 1)
+            if not ids:
+                break
+            start += len(ids)
+            pipe = self.client.pipeline(transaction=False)
+            for rid in ids:
+                pipe.hmget(self.keys(rid)[0], fields)
+            gone = []
+            for rid, values in zip(ids, pipe.execute(), strict=True):
+                if values[1] is None:
+                    gone.append(rid)  # expired (a run of another TTL): forget it
+                else:
+                    out.append((rid, {f: v for f, v in zip(fields, values, strict=True) if v}))
+            if gone:
+                self.client.zrem(self.runs_key, *gone)
+                start -= len(gone)
+        return out[:limit]
 
     # Step transitions (each one script) --------------------------------------------------
     def claim(
