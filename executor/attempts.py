@@ -91,8 +91,7 @@ async def run_attempts(
         number += 1
         async with slot() if slot is not None else contextlib.nullcontext():
             t_attempt = time.perf_counter()
-            # Trusted values: skip validation on the hot path.
-            attempt = Attempt.model_construct(number=number, started_at=now(), worker=worker)
+            attempt = Attempt(number=number, started_at=now(), worker=worker)
             if number == 1:
                 t_start = t_attempt
                 rec.started_at = attempt.started_at
@@ -119,7 +118,6 @@ async def run_attempts(
             _close(attempt, t_attempt, None)
         rec.finished_at = attempt.finished_at
         rec.duration = time.perf_counter() - t_start
-        rec.worker = worker
         if exc is None:
             return "succeeded", output
         error = StepError.from_exception(exc, format_tb(exc))

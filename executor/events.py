@@ -32,19 +32,34 @@ class RunEvent:
         return d
 
 
-class EventLog:
-    """An append-only list of events that readers in other threads can follow."""
+# What the log stores: (step_id, status, at, attempt, error). Building a RunEvent only
+# when someone reads keeps recording cheap on the embedded backend's hot path.
+_Entry = tuple[str | None, str, datetime, int | None, str | None]
 
-    def __init__(self) -> None:
-        self._events: list[RunEvent] = []
+
+class EventLog:
+    """An append-only list of one run's events that readers in other threads can follow."""
+
+    def __init__(self, run_id: str, worker: str | None = None) -> None:
+        self.run_id = run_id
+        self.worker = worker
+        self._events: list[_Entry] = []
         self._closed = False
         self._cond = threading.Condition()
         self._waiting = 0  # followers blocked in wait(); appends skip the lock when none
 
-    def append(self, event: RunEvent) -> None:
+    def add(
+        self,
+        step_id: str | None,
+        status: str,
+        at: datetime,
+        attempt: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record an event (`step_id` None: the run's final one)."""
         # list.append is atomic; take the lock only to wake a follower. A follower counts
         # itself as waiting before it re-checks the length, so no append is missed.
-        self._events.append(event)
+        self._events.append((step_id, status, at, attempt, error))
         if self._waiting:
             with self._cond:
                 self._cond.notify_all()
@@ -78,6 +93,8 @@ class EventLog:
                 batch = self._events[index:]
                 closed = self._closed
             index += len(batch)
-            yield from batch
+            for sid, status, at, attempt, error in batch:
+                worker = self.worker if sid is not None else None
+                yield RunEvent(self.run_id, sid, status, at, attempt, error, worker)
             if closed and index >= len(self._events):
                 return

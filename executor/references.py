@@ -141,6 +141,9 @@ def walk(data: Any, path: tuple[str, ...], text: str) -> Any:
     return data
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
 @dataclass(slots=True)
 class Scope:
     """What references resolve against: the run input, finished outputs, a map item.
@@ -179,16 +182,28 @@ class Scope:
         return self._resolve(value, 0)
 
     def _resolve(self, value: Any, depth: int) -> Any:
-        if isinstance(value, str):
-            if value.startswith("$$"):
-                return value[1:]
+        kind = type(value)  # exact types first: this runs for every input of every step
+        if kind is str:
             if value.startswith("$"):
+                if value.startswith("$$"):
+                    return value[1:]
                 try:
                     ref = parse_ref(value)
                 except ReferenceSyntaxError as exc:
                     raise StepInputError(str(exc)) from None
                 return self.lookup(ref)
             return value
+        if kind in _SCALARS:
+            return value
+        if isinstance(value, Mapping | list | tuple) and depth >= MAX_NESTING:
+            raise StepInputError(f"inputs nested deeper than {MAX_NESTING} levels")
+        if isinstance(value, Mapping):
+            return {k: self._resolve(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._resolve(v, depth + 1) for v in value]
+        if isinstance(value, str):  # a str subclass
+            return self._resolve(str(value), depth)
+        return value
         if isinstance(value, Mapping | list | tuple) and depth >= MAX_NESTING:
             raise StepInputError(f"inputs nested deeper than {MAX_NESTING} levels")
         if isinstance(value, Mapping):

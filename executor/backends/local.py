@@ -46,7 +46,7 @@ class LocalRun:
             sid: StepRecord(step_id=sid, tool=step.tool) for sid, step in dag.steps.items()
         }
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.log = EventLog()
+        self.log = EventLog(run_id, backend.worker)
         self.submitted_at = now()
         self.started_at: datetime | None = None
         self.finished_at: datetime | None = None
@@ -99,9 +99,7 @@ class LocalRun:
         self._run_status = result.status
         summarize(result, self.dag.deps, self.dag.topological_order())
         self._final = result
-        self.log.append(
-            RunEvent(self.run_id, None, result.status, self.finished_at, error=result.error)
-        )
+        self.log.add(None, result.status, self.finished_at, error=result.error)
         self.log.close()
         return result
 
@@ -148,9 +146,7 @@ class LocalRun:
     def _emit(
         self, sid: str, status: str, attempt: int | None = None, error: str | None = None
     ) -> None:
-        self.log.append(
-            RunEvent(self.run_id, sid, status, now(), attempt, error, self.backend.worker)
-        )
+        self.log.add(sid, status, now(), attempt, error)
 
     # One step --------------------------------------------------------------------
     async def _run_step(self, sid: str) -> None:
