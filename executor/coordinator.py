@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from executor.backends.redis_store import Completion, RedisStore
+from executor.backends.redis_store import RedisStore
 from executor.dag import Dag
 from executor.flow import Flow
 from executor.references import Scope, iter_refs, parse_ref
@@ -30,18 +30,22 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class Sender(Protocol):
-    """Puts a step message on the broker (ids only, never data)."""
+@dataclass(frozen=True, slots=True)
+class StepMessage:
+    """What a step message says: ids and routing, never data."""
 
-    def send(
-        self,
-        run_id: str,
-        step_id: str,
-        attempt: int,
-        queue: str,
-        delay_ms: int | None = None,
-        time_limit_ms: int | None = None,
-    ) -> None: ...
+    run_id: str
+    step_id: str
+    attempt: int
+    queue: str
+    delay_ms: int | None = None
+    time_limit_ms: int | None = None
+
+
+class Sender(Protocol):
+    """Puts step messages on the broker."""
+
+    def send_many(self, messages: list[StepMessage]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -123,14 +127,26 @@ class Coordinator:
         step_id: str,
         status: str,
         *,
+        output: Any = None,
         output_json: str = "",
         record: dict[str, Any],
         worker: str = "",
         attempt: int | None = None,
         attempt_json: str = "",
         error: str = "",
-    ) -> Completion:
-        """Record a step's terminal status and carry the run forward."""
+        keep: Callable[[str], bool] | None = None,
+    ) -> str | None:
+        """Record a step's terminal status and carry the run forward.
+
+        Args:
+            output: the step's output as data (what `output_json` encodes), so that
+                dependents reading it are decided without another round trip.
+            keep: which ready dependents the caller could run itself; the first of them
+                is returned instead of sent, and the caller runs it in place (claiming it
+                first, like any worker).
+        Returns:
+            the kept step id, if any.
+        """
         done = self.store.complete(
             ctx.run_id,
             step_id,
@@ -143,32 +159,52 @@ class Coordinator:
             attempt_json,
             error,
             ctx.dag.dependents[step_id],
+            lease=(ctx.run_id, step_id) if attempt is not None else None,
         )
-        self._after(ctx, step_id, status, done)
-        return done
-
-    def _after(self, ctx: RunContext, step_id: str, status: str, done: Completion) -> None:
         if not done.applied:
-            return
+            return None
         if ctx.scheduler.stops_run(status):  # type: ignore[arg-type]
             self.stop(ctx.run_id, "failed")
             if done.unfinished == 0:  # the run was stopping already: this was its last step
                 self.finalize(ctx)
-            return
+            return None
         if done.ready:
-            self.resolve(ctx, list(done.ready))
-        elif done.unfinished == 0:
+            known = {step_id: status}
+            outputs = {step_id: output} if status == "succeeded" else {}
+            return self.resolve(ctx, list(done.ready), known, outputs, keep=keep)
+        if done.unfinished == 0:
             self.finalize(ctx)
+        return None
 
-    def resolve(self, ctx: RunContext, ready: list[str]) -> None:
-        """Decide steps whose dependencies are all terminal: send, skip or fail them."""
+    def resolve(
+        self,
+        ctx: RunContext,
+        ready: list[str],
+        known: dict[str, str] | None = None,
+        known_outputs: dict[str, Any] | None = None,
+        keep: Callable[[str], bool] | None = None,
+    ) -> str | None:
+        """Decide steps whose dependencies are all terminal: send, skip or fail them.
+
+        Args:
+            known, known_outputs: statuses and outputs the caller already has (the step
+                it just completed); only the rest is read from Redis.
+            keep: see `completed`.
+        """
+        statuses: dict[str, str] = dict(known or {})
+        outputs: dict[str, Any] = dict(known_outputs or {})
+        kept: str | None = None
         work = ready
         while work:
-            deps = sorted({d for s in work for d in ctx.dag.deps[s]})
-            pred_steps = sorted(
+            need = sorted({d for s in work for d in ctx.dag.deps[s]} - statuses.keys())
+            need_out = sorted(
                 {d for s in work if (p := ctx.dag.predicates.get(s)) is not None for d in p.steps}
+                - outputs.keys()
             )
-            statuses, outputs = self.store.dep_state(ctx.run_id, deps, pred_steps)
+            if need or need_out:
+                more, more_out = self.store.dep_state(ctx.run_id, need, need_out)
+                statuses.update(more)
+                outputs.update(more_out)
             to_run: list[str] = []
             later: list[str] = []
             for sid in work:
@@ -179,7 +215,7 @@ class Coordinator:
                     # step's worker may not have stopped it yet: stop it here (the step
                     # ends cancelled, as every not-started step of a fail-fast run).
                     self.stop(ctx.run_id, "failed")
-                    return
+                    return None
                 res = ctx.scheduler.decide(sid, statuses, ctx.inputs, outputs)  # type: ignore[arg-type]
                 if res.decision == "run":
                     to_run.append(sid)
@@ -200,25 +236,41 @@ class Coordinator:
                 )
                 if not done.applied:
                     continue
+                statuses[sid] = res.decision
                 if ctx.scheduler.stops_run(res.decision):
                     self.stop(ctx.run_id, "failed")
                     if done.unfinished == 0:
                         self.finalize(ctx)
-                    return
+                    return None
                 later.extend(done.ready)
                 if done.unfinished == 0:
                     self.finalize(ctx)
+            if keep is not None and kept is None:
+                kept = next((sid for sid in to_run if keep(sid)), None)
+                if kept is not None:
+                    to_run.remove(kept)
             if to_run:
-                for sid in self.store.mark_queued(ctx.run_id, to_run, now_iso()):
-                    tool = ctx.dag.steps[sid].tool
-                    self.sender.send(
-                        ctx.run_id,
-                        sid,
-                        1,
-                        ctx.queue(sid),
-                        time_limit_ms=ctx.time_limit_ms(sid, self.tool_timeout(tool)),
-                    )
+                self.send(ctx, self.store.mark_queued(ctx.run_id, to_run, now_iso()))
             work = later
+        return kept
+
+    def send(
+        self, ctx: RunContext, steps: list[str], attempt: int = 1, delay_ms: int | None = None
+    ) -> None:
+        """Send step messages (one round trip for all of them)."""
+        self.sender.send_many(
+            [
+                StepMessage(
+                    ctx.run_id,
+                    sid,
+                    attempt,
+                    ctx.queue(sid),
+                    delay_ms,
+                    ctx.time_limit_ms(sid, self.tool_timeout(ctx.dag.steps[sid].tool)),
+                )
+                for sid in steps
+            ]
+        )
 
     def stop(self, run_id: str, reason: str) -> list[str]:
         """Stop a run; returns the steps still running (their workers are told)."""

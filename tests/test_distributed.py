@@ -39,6 +39,7 @@ from executor import (
 )
 from executor.backends.redis import BrokerSender
 from executor.backends.redis_store import RedisStore
+from executor.coordinator import StepMessage
 from tests import dist_tools
 from tests.conformance.tools import read_lines
 from tests.support.servers import ROOT, RedisServer, WorkerProcess, free_port
@@ -201,10 +202,12 @@ def test_duplicate_messages_through_the_broker_run_the_tool_once(fake, tmp_path)
     handle = fake.executor.submit(two_counted_steps(ca, cb, seconds=0.3))
     sender = BrokerSender(fake.broker)
     for _ in range(3):  # at-least-once: the same message, again and again
-        sender.send(handle.run_id, "a", 1, "dagrelay")
+        sender.send_many([StepMessage(handle.run_id, "a", 1, "dagrelay")])
     assert wait_until(lambda: read_count(ca) >= 1, 5)
-    sender.send(handle.run_id, "a", 1, "dagrelay")
-    sender.send(handle.run_id, "b", 1, "dagrelay")  # b is not queued yet: dropped
+    sender.send_many([StepMessage(handle.run_id, "a", 1, "dagrelay")])
+    sender.send_many(
+        [StepMessage(handle.run_id, "b", 1, "dagrelay")]
+    )  # b is not queued yet: dropped
     result = handle.wait(timeout=10)
     fake.drain()
     assert result.status == "succeeded" and result.output == 1
@@ -237,7 +240,7 @@ def test_a_completion_replayed_after_the_run_finished_changes_nothing(fake, tmp_
     ctx = coordinator.context(run_id)
     # The worker's completion, replayed (same and different outcomes) ...
     for status, output in (("succeeded", "1"), ("succeeded", '"other"'), ("failed", "")):
-        done = coordinator.completed(
+        kept = coordinator.completed(
             ctx,
             "b",
             status,
@@ -247,8 +250,9 @@ def test_a_completion_replayed_after_the_run_finished_changes_nothing(fake, tmp_
             attempt=1,
             attempt_json=json.dumps({"number": 1, "started_at": result.started_at.isoformat()}),
             error="late" if status == "failed" else "",
+            keep=lambda sid: True,
         )
-        assert not done.applied
+        assert kept is None  # nothing was unlocked again
     # ... the store's own complete, the run's end, a stop, a reclaim, a late message.
     assert not fake.store.complete(
         run_id, "a", "succeeded", "5", {}, "x", "replay", 1, "", "", ("b",)

@@ -90,6 +90,8 @@ class Monitor:
             if not tracked:
                 self._wake.wait()
                 self._wake.clear()
+                # Whatever is tracked now was just claimed with a fresh lease.
+                self._next_renew = time.monotonic() + self.lease_seconds / 3
                 continue
             now = time.monotonic()
             try:

@@ -11,6 +11,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -78,63 +79,91 @@ class StepRuntime:
 
     # The actor ----------------------------------------------------------------------
     def run_step(self, run_id: str, step_id: str, attempt: int) -> None:
-        """Handle one step message (at-least-once delivery; duplicates are dropped)."""
+        """Handle one step message (at-least-once delivery; duplicates are dropped).
+
+        When the step's completion makes a dependent ready that this worker can run, the
+        same thread continues with it in place (claimed in Redis like any step), saving
+        the broker round trip; the others are sent as messages.
+        """
         try:
             ctx = self.coordinator.context(run_id)
         except RunNotFoundError:
             log.warning("run %s: no state (expired or unknown); message dropped", run_id)
             return
-        step = ctx.dag.steps.get(step_id)
-        if step is None:
+        if step_id not in ctx.dag.steps:
             log.warning("run %s: no step %r; message dropped", run_id, step_id)
             return
+        # Dramatiq's time limit of this message covers everything run under it: continue
+        # in place only under a message without one (steps without a timeout).
+        unlimited = ctx.time_limit_ms(step_id, self._tool_timeout(ctx.dag.steps[step_id].tool))
+        keep = (lambda sid: self._can_continue(ctx, sid)) if unlimited is None else None
+        next_step: str | None = step_id
+        inplace = False
+        while next_step is not None:
+            next_step = self._run_one(ctx, next_step, attempt, inplace, keep)
+            attempt, inplace = 1, True
+
+    def _can_continue(self, ctx: RunContext, step_id: str) -> bool:
+        step = ctx.dag.steps[step_id]
+        tool = self.registry.get(step.tool) if step.tool in self.registry else None
+        return (
+            tool is not None
+            and tool.max_concurrency is None  # a slot may be taken: go through the queue
+            and ctx.queue(step_id) in self.settings.queues  # routing decides who runs it
+        )
+
+    def _run_one(
+        self,
+        ctx: RunContext,
+        step_id: str,
+        attempt: int,
+        inplace: bool,
+        keep: Callable[[str], bool] | None,
+    ) -> str | None:
+        """Claim and run one attempt; returns a dependent to continue with, if any."""
+        step = ctx.dag.steps[step_id]
         tool = self.registry.get(step.tool) if step.tool in self.registry else None
         slot = (tool.name, tool.max_concurrency) if tool and tool.max_concurrency else None
-        started = now_iso()
         claim = self.store.claim(
-            run_id,
+            ctx.run_id,
             step_id,
             attempt,
             secrets.token_hex(6),
             int(self.settings.lease_seconds * 1000),
-            started,
+            now_iso(),
             self.worker,
             ctx.needs[step_id],
             semaphore=slot,
+            inplace=inplace,
         )
         if claim.kind == "full":
             # Every slot of the tool is taken cluster-wide: the step stays queued (its
             # queue_wait grows) and this message comes back shortly.
             self.send_step(ctx, step_id, attempt, SLOT_RETRY_MS)
-            return
+            return None
         if claim.kind != "ok":
             log.debug(
                 "run %s step %s attempt %s: %s (%s)",
-                run_id,
+                ctx.run_id,
                 step_id,
                 attempt,
                 claim.kind,
                 claim.detail,
             )
-            return
-        self.store.set_leases({f"{run_id}|{step_id}": time.time() + self.settings.lease_seconds})
-        try:
-            self._execute(ctx, step, tool, claim)
-        finally:
-            self.store.drop_lease(run_id, step_id)
+            return None
+        return self._execute(ctx, step, tool, claim, keep)
 
     def send_step(self, ctx: RunContext, step_id: str, attempt: int, delay_ms: int | None) -> None:
-        tool = ctx.dag.steps[step_id].tool
-        self.sender.send(
-            ctx.run_id,
-            step_id,
-            attempt,
-            ctx.queue(step_id),
-            delay_ms=delay_ms,
-            time_limit_ms=ctx.time_limit_ms(step_id, self._tool_timeout(tool)),
-        )
+        self.coordinator.send(ctx, [step_id], attempt, delay_ms)
 
-    def _execute(self, ctx: RunContext, step: Step, tool: Tool | None, claim: Claim) -> None:
+    def _execute(
+        self,
+        ctx: RunContext,
+        step: Step,
+        tool: Tool | None,
+        claim: Claim,
+        keep: Callable[[str], bool] | None,
+    ) -> str | None:
         """Run a claimed attempt, then record it: retry, or complete and coordinate."""
         run_id, step_id, number, worker = ctx.run_id, step.id, claim.attempt, self.worker
         # Times of this attempt are taken once it holds its claim (and any tool slot), so
@@ -160,20 +189,22 @@ class StepRuntime:
                 run_id, step_id, number, json.dumps(attempt_rec), finished, worker, str(error)
             ):
                 self.send_step(ctx, step_id, number + 1, int(delay * 1000) or None)
-                return
+                return None
         record.update(finished_at=finished, error=error.model_dump() if error else None)
         if record.get("started_at"):
             record["duration"] = _seconds(record["started_at"], finished)
-        self.coordinator.completed(
+        return self.coordinator.completed(
             ctx,
             step_id,
             status,
+            output=output,
             output_json=json.dumps(output) if status == "succeeded" else "",
             record=record,
             worker=worker,
             attempt=number,
             attempt_json=json.dumps(attempt_rec),
             error=str(error) if error else "",
+            keep=keep,
         )
 
     def _attempt(

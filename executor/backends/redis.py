@@ -14,7 +14,7 @@ import redis
 
 from executor.backends.redis_store import DEFAULT_TTL, RedisStore, RunData
 from executor.backends.wakeup import WakingRedisBroker
-from executor.coordinator import ACTOR_NAME, Coordinator, RunContext
+from executor.coordinator import ACTOR_NAME, Coordinator, RunContext, StepMessage
 from executor.dag import Dag
 from executor.errors import DagrelayError
 from executor.events import RunEvent
@@ -65,24 +65,27 @@ class BrokerSender:
     def __init__(self, broker: dramatiq.Broker) -> None:
         self.broker = broker
 
-    def send(
-        self,
-        run_id: str,
-        step_id: str,
-        attempt: int,
-        queue: str,
-        delay_ms: int | None = None,
-        time_limit_ms: int | None = None,
-    ) -> None:
-        limit = NO_TIME_LIMIT_MS if time_limit_ms is None else time_limit_ms + TIME_LIMIT_GRACE_MS
-        message: dramatiq.Message[Any] = dramatiq.Message(
-            queue_name=queue,
-            actor_name=ACTOR_NAME,
-            args=(run_id, step_id, attempt),
-            kwargs={},
-            options={"time_limit": limit, "max_retries": 0},
-        )
-        self.broker.enqueue(message, delay=delay_ms or None)
+    def send_many(self, messages: list[StepMessage]) -> None:
+        batch: list[tuple[dramatiq.Message[Any], int | None]] = []
+        for m in messages:
+            limit = (
+                NO_TIME_LIMIT_MS
+                if m.time_limit_ms is None
+                else m.time_limit_ms + TIME_LIMIT_GRACE_MS
+            )
+            message: dramatiq.Message[Any] = dramatiq.Message(
+                queue_name=m.queue,
+                actor_name=ACTOR_NAME,
+                args=(m.run_id, m.step_id, m.attempt),
+                kwargs={},
+                options={"time_limit": limit, "max_retries": 0},
+            )
+            batch.append((message, m.delay_ms or None))
+        if isinstance(self.broker, WakingRedisBroker):
+            self.broker.enqueue_many(batch)
+        else:
+            for message, delay in batch:
+                self.broker.enqueue(message, delay=delay)
 
 
 class RedisBackend:

@@ -220,21 +220,28 @@ class RedisStore:
         worker: str,
         needs: tuple[str, ...],
         semaphore: tuple[str, int] | None = None,
+        inplace: bool = False,
     ) -> Claim:
-        """Claim a step for an attempt and load the outputs it reads.
+        """Claim a step for an attempt and load the outputs it reads, in one round trip
+        with the sweeper's lease hint.
 
         Args:
             semaphore: (tool, limit) to also take one of the tool's slots; the answer is
                 `full` when none is free.
+            inplace: the caller decided this pending step itself and runs it without a
+                message (continue in place).
         """
         limit = semaphore[1] if semaphore else 0
         extra = (self.semaphore_key(semaphore[0]),) if semaphore else ()
-        r = self._run(
-            "claim",
-            run_id,
-            [step, attempt, token, lease_ms, started_at, worker, limit, *needs],
-            extra,
+        pipe = self.client.pipeline(transaction=False)
+        self._scripts["claim"](
+            keys=[*self.keys(run_id), *extra],
+            args=[step, attempt, token, lease_ms, started_at, worker, limit, int(inplace), *needs],
+            client=pipe,
         )
+        # The hint is harmless when the claim is refused: the sweeper checks the claim.
+        pipe.zadd(self.leases_key, {f"{run_id}|{step}": time.time() + lease_ms / 1000})
+        r = pipe.execute()[0]
         if r[0] != "ok":
             return Claim(kind=r[0], detail=r[1] if len(r) > 1 else "")
         outputs = {s: json.loads(v) for s, v in zip(needs, r[5:], strict=True) if v != ""}
@@ -253,12 +260,18 @@ class RedisStore:
         attempt_json: str,
         error: str,
         dependents: tuple[str, ...],
+        lease: tuple[str, str] | None = None,
     ) -> Completion:
-        """Record a terminal status once; returns the dependents that became ready."""
-        r = self._run(
-            "complete",
-            run_id,
-            [
+        """Record a terminal status once; returns the dependents that became ready.
+
+        Args:
+            lease: (run, step) whose sweeper hint goes in the same round trip.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        self._scripts["complete"](
+            keys=self.keys(run_id),
+            client=pipe,
+            args=[
                 step,
                 status,
                 output_json,
@@ -271,6 +284,9 @@ class RedisStore:
                 *dependents,
             ],
         )
+        if lease is not None:
+            pipe.zrem(self.leases_key, f"{lease[0]}|{lease[1]}")
+        r = pipe.execute()[0]
         if r[0] != 1:
             return Completion(False)
         return Completion(True, int(r[1]), r[2], tuple(r[3:]))

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from uuid import uuid4
 
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
@@ -37,12 +39,55 @@ class WakingRedisBroker(RedisBroker):
         return _WakingConsumer
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
-        sent = super().enqueue(message, delay=delay)
-        key = wake_key(self.namespace, sent.queue_name)
+        return self.enqueue_many([(message, delay)])[0]
+
+    def enqueue_many(self, batch: list[tuple[Message[Any], int | None]]) -> list[Message[Any]]:
+        """Enqueue messages (each with an optional delay in ms) in one round trip.
+
+        Each message goes through Dramatiq's own `dispatch` script, exactly as
+        `RedisBroker.enqueue` sends it, with the middleware hooks around it.
+        """
         pipe = self.client.pipeline(transaction=False)
-        pipe.lpush(key, 1)
-        pipe.ltrim(key, 0, MAX_TOKENS - 1)
-        pipe.execute()
+        sent: list[Message[Any]] = []
+        queues: set[str] = set()
+        for message, delay in batch:
+            # As RedisBroker.enqueue: a fresh id per enqueue; delayed ones go to the DQ.
+            message = message.copy(options={"redis_message_id": str(uuid4())})
+            queue_name = message.queue_name
+            if delay is not None:
+                queue_name = dq_name(queue_name)
+                message = message.copy(
+                    queue_name=queue_name, options={"eta": current_millis() + delay}
+                )
+            self.emit_before("enqueue", message, delay)
+            self.scripts["dispatch"](
+                keys=[self.namespace],
+                args=[
+                    "enqueue",
+                    current_millis(),
+                    queue_name,
+                    self.broker_id,
+                    self.heartbeat_timeout,
+                    self.dead_message_ttl,
+                    self._should_do_maintenance("enqueue"),
+                    self._max_unpack_size(),
+                    message.options["redis_message_id"],
+                    message.encode(),
+                ],
+                client=pipe,
+            )
+            sent.append(message)
+            queues.add(queue_name)
+        for queue_name in queues:
+            key = wake_key(self.namespace, queue_name)
+            pipe.lpush(key, *([1] * min(MAX_TOKENS, len(batch))))
+            pipe.ltrim(key, 0, MAX_TOKENS - 1)
+        try:
+            pipe.execute()
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None
+        for message, delay in zip(sent, (d for _, d in batch), strict=True):
+            self.emit_after("enqueue", message, delay)
         return sent
 
 

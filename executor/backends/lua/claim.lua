@@ -1,6 +1,7 @@
 -- Claim a step for one attempt, and load what the worker needs, in one round trip.
 -- KEYS: meta status remaining out rec att claims events times [tool semaphore]
 -- ARGV: step, message attempt, token, lease ms, started_at, worker, semaphore limit (0: none),
+--       in place (1: the caller decided this pending step and runs it without a message),
 --       deps whose outputs to return...
 -- Returns {'ok', attempt, queued_at, first started_at, lost attempt or 0, outputs...}
 -- or {'done'|'stopped'|'busy'|'stale'|'missing'|'full', detail}.
@@ -9,8 +10,9 @@
 local step = ARGV[1]
 local st = redis.call('HGET', KEYS[2], step)
 if not st then return {'missing', ''} end
-if st == 'pending' then return {'stale', st} end
-if st ~= 'queued' and st ~= 'running' then return {'done', st} end
+local inplace = ARGV[8] == '1'
+if st == 'pending' and not inplace then return {'stale', st} end
+if st ~= 'pending' and st ~= 'queued' and st ~= 'running' then return {'done', st} end
 local stop = redis.call('HGET', KEYS[1], 'stop')
 if stop and stop ~= '' then return {'stopped', stop} end
 local t = redis.call('TIME')
@@ -18,7 +20,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local wanted = tonumber(ARGV[2])
 local attempt
 local lost = 0
-if st == 'queued' then
+if st == 'pending' then
+  -- Continued in place by the worker that completed its last dependency: queued and
+  -- claimed at once, so no moment exists where it is queued with no message.
+  redis.call('HSET', KEYS[9], step .. ':q', ARGV[5])
+  redis.call('XADD', KEYS[8], '*', 'step', step, 'status', 'queued', 'at', ARGV[5])
+  attempt = 1
+elseif st == 'queued' then
   local expected = tonumber(redis.call('HGET', KEYS[7], step .. ':next') or '1')
   if wanted ~= expected then return {'stale', tostring(expected)} end
   attempt = expected
@@ -67,7 +75,7 @@ redis.call('XADD', KEYS[8], '*', 'step', step, 'status', 'running', 'attempt', a
   'worker', ARGV[6], 'at', ARGV[5])
 local reply = {'ok', attempt, redis.call('HGET', KEYS[9], step .. ':q') or '',
   redis.call('HGET', KEYS[9], step .. ':s') or '', lost}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   reply[#reply + 1] = redis.call('HGET', KEYS[4], ARGV[i]) or ''
 end
 return reply
