@@ -510,3 +510,14 @@ def test_list_runs_skips_expired_runs_and_forgets_them(store):
     runs = store.list_runs(limit=2)
     assert [rid for rid, _ in runs] == [ids[1], ids[0]]
     assert set(store.client.zrange(store.runs_key, 0, -1)) == set(ids[:2])
+
+
+def test_scripts_forgotten_by_redis_are_loaded_again(store):
+    """A restarted Redis has no scripts: the batch reloads them and runs once more."""
+    run_id = new_run(store, {"a": []})
+    store.mark_queued(run_id, ["a"], now())
+    store.client.script_flush()
+    assert claim(store, run_id, "a").kind == "ok"
+    store.client.script_flush()
+    assert complete(store, run_id, "a", output=1).applied
+    assert store.all_outputs(run_id) == {"a": 1}

@@ -10,13 +10,16 @@ against the run's own keys by a script.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from executor.errors import RunNotFoundError
 
@@ -83,7 +86,9 @@ class RedisStore:
         self.client = client
         self.namespace = namespace
         self.result_ttl = result_ttl
-        self._scripts = {n: client.register_script(_load_script(n)) for n in SCRIPTS}
+        self._texts = {n: _load_script(n) for n in SCRIPTS}
+        self._shas = {n: hashlib.sha1(t.encode()).hexdigest() for n, t in self._texts.items()}
+        self._scripts = {n: client.register_script(t) for n, t in self._texts.items()}
         self.runs_key = f"{namespace}:runs"
         self.leases_key = f"{namespace}:leases"
         self.deadlines_key = f"{namespace}:deadlines"
@@ -91,6 +96,28 @@ class RedisStore:
     def keys(self, run_id: str) -> list[str]:
         """The run's keys, in the order every script expects."""
         return [f"{self.namespace}:{{{run_id}}}:{name}" for name in KEY_NAMES]
+
+    def _evalsha(self, pipe: Pipeline, name: str, keys: list[str], args: list[Any]) -> None:
+        pipe.evalsha(self._shas[name], len(keys), *keys, *args)
+
+    def _batch(self, build: Callable[[Pipeline], None]) -> list[Any]:
+        """Run scripts and commands in one round trip.
+
+        redis-py's own script-in-pipeline support asks SCRIPT EXISTS first (a second
+        round trip every time); here a missing script (Redis restarted) is loaded on
+        the NoScriptError and the batch runs again: its plain commands are idempotent.
+        """
+        for again in (False, True):
+            pipe = self.client.pipeline(transaction=False)
+            build(pipe)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if again:
+                    raise
+                for text in self._texts.values():
+                    self.client.script_load(text)
+        raise AssertionError("unreachable")
 
     def _run(
         self, script: str, run_id: str, args: list[Any], extra_keys: tuple[str, ...] = ()
@@ -233,15 +260,19 @@ class RedisStore:
         """
         limit = semaphore[1] if semaphore else 0
         extra = (self.semaphore_key(semaphore[0]),) if semaphore else ()
-        pipe = self.client.pipeline(transaction=False)
-        self._scripts["claim"](
-            keys=[*self.keys(run_id), *extra],
-            args=[step, attempt, token, lease_ms, started_at, worker, limit, int(inplace), *needs],
-            client=pipe,
-        )
-        # The hint is harmless when the claim is refused: the sweeper checks the claim.
-        pipe.zadd(self.leases_key, {f"{run_id}|{step}": time.time() + lease_ms / 1000})
-        r = pipe.execute()[0]
+        hint = {f"{run_id}|{step}": time.time() + lease_ms / 1000}
+
+        def build(pipe: Pipeline) -> None:
+            self._evalsha(
+                pipe,
+                "claim",
+                [*self.keys(run_id), *extra],
+                [step, attempt, token, lease_ms, started_at, worker, limit, int(inplace), *needs],
+            )
+            # The hint is harmless when the claim is refused: the sweeper checks the claim.
+            pipe.zadd(self.leases_key, hint)  # type: ignore[arg-type]
+
+        r = self._batch(build)[0]
         if r[0] != "ok":
             return Claim(kind=r[0], detail=r[1] if len(r) > 1 else "")
         outputs = {s: json.loads(v) for s, v in zip(needs, r[5:], strict=True) if v != ""}
@@ -267,26 +298,25 @@ class RedisStore:
         Args:
             lease: (run, step) whose sweeper hint goes in the same round trip.
         """
-        pipe = self.client.pipeline(transaction=False)
-        self._scripts["complete"](
-            keys=self.keys(run_id),
-            client=pipe,
-            args=[
-                step,
-                status,
-                output_json,
-                json.dumps(record),
-                at,
-                worker,
-                "" if attempt is None else attempt,
-                attempt_json,
-                error,
-                *dependents,
-            ],
-        )
-        if lease is not None:
-            pipe.zrem(self.leases_key, f"{lease[0]}|{lease[1]}")
-        r = pipe.execute()[0]
+        args = [
+            step,
+            status,
+            output_json,
+            json.dumps(record),
+            at,
+            worker,
+            "" if attempt is None else attempt,
+            attempt_json,
+            error,
+            *dependents,
+        ]
+
+        def build(pipe: Pipeline) -> None:
+            self._evalsha(pipe, "complete", self.keys(run_id), args)
+            if lease is not None:
+                pipe.zrem(self.leases_key, f"{lease[0]}|{lease[1]}")
+
+        r = self._batch(build)[0]
         if r[0] != 1:
             return Completion(False)
         return Completion(True, int(r[1]), r[2], tuple(r[3:]))
@@ -374,12 +404,12 @@ class RedisStore:
 
     def renew_slots(self, holders: list[tuple[str, str]], lease_ms: int) -> None:
         """Extend the slot leases of (tool, holder) pairs, on the Redis clock."""
-        pipe = self.client.pipeline(transaction=False)
-        for tool, holder in holders:
-            self._scripts["renew_slot"](
-                keys=[self.semaphore_key(tool)], args=[holder, lease_ms], client=pipe
-            )
-        pipe.execute()
+
+        def build(pipe: Pipeline) -> None:
+            for tool, holder in holders:
+                self._evalsha(pipe, "renew_slot", [self.semaphore_key(tool)], [holder, lease_ms])
+
+        self._batch(build)
 
     def overdue_runs(self, now: float, limit: int = 100) -> list[str]:
         return list(self.client.zrangebyscore(self.deadlines_key, 0, now, start=0, num=limit))
