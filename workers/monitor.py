@@ -75,8 +75,12 @@ class Monitor:
     ) -> Tracked:
         t = Tracked(run_id, step_id, attempt, slot=slot, tool=tool)
         with self._lock:
+            idle = not self._tracked
             self._tracked.add(t)
-        self._wake.set()
+        if idle:
+            # Only an idle monitor needs waking; a busy one sees new steps on its next
+            # tick (waking it per step would cost a Redis round trip per step).
+            self._wake.set()
         return t
 
     def untrack(self, t: Tracked) -> None:
