@@ -79,6 +79,11 @@ def distributed_rows(quick: bool) -> list[Row]:
         idle = d.idle_cpu_percent(cl, 3.0 if quick else 10.0)
     finally:
         cl.close()
+    wide = d.Cluster(threads=64)
+    try:
+        io = d.io_wall_ratio(wide, 500, 0.05, 2 if quick else 3)
+    finally:
+        wide.close()
     ping = rt["ping_ms"]
     return [
         ("redis: PING round trip p50", ping, "ms", "the limit", ""),
@@ -103,6 +108,13 @@ def distributed_rows(quick: bool) -> list[Row]:
         ("distributed: queue_wait p99 in the fan-out", fan["queue_wait_p99_ms"], "ms", "", ""),
         ("distributed: efficiency, uneven DAG", uneven, "ratio", "", "≥ 0.93"),
         ("distributed: efficiency, 10×10 lattice", lattice, "ratio", "", "≥ 0.93"),
+        (
+            "distributed: 500 × 50 ms I/O steps (--threads 64), wall / 50 ms",
+            io,
+            "ratio",
+            "",
+            "≤ 1.3",
+        ),
         ("distributed: idle worker CPU", idle, "% core", "", "≤ 1"),
         ("distributed: Redis memory per 1,000 finished steps", mem, "KiB", "", ""),
     ]

@@ -97,6 +97,20 @@ def efficiency(cl: Cluster, which: str, repeats: int = 3) -> float:
     return statistics.median(samples)
 
 
+def io_wall_ratio(cl: Cluster, n: int = 500, seconds: float = 0.05, repeats: int = 3) -> float:
+    """Wall time from the first leaf queued to the last finished, over one sleep."""
+    flow = flows.io_fan(n, seconds)
+    samples = []
+    for _ in range(repeats):
+        r = cl.ex.run(flow, timeout=120)
+        assert r.status == "succeeded", r.error
+        leaves = [r.steps[f"io{i}"] for i in range(n)]
+        first = min(s.queued_at for s in leaves if s.queued_at)
+        last = max(s.finished_at for s in leaves if s.finished_at)
+        samples.append((last - first).total_seconds() / seconds)
+    return statistics.median(samples)
+
+
 def redis_memory_per_1000(cl: Cluster) -> float:
     """KiB of Redis memory that 1,000 finished no-op steps keep (until their TTL)."""
     client = redis.Redis.from_url(cl.server.url)
