@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint unit bench clean redis-server
+.PHONY: venv demo test lint unit bench clean redis-server chromium
 
 venv: $(STAMP)
 
@@ -33,7 +33,17 @@ redis-server:
 	    echo "error: redis-server is needed by the tests: install it (apt-get install redis-server)"; exit 1; \
 	  fi; }
 
-unit: venv redis-server
+# The timeline test renders the report page in headless Chromium and reads the screenshot.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "error: chromium is needed by the tests: install it (apt-get install chromium)"; exit 1; \
+	  fi; }
+
+unit: venv redis-server chromium
 	$(BIN)/python -m pytest
 
 test: lint unit

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import time
 import traceback
@@ -47,7 +48,9 @@ async def call_tool(
         coro = tool.fn(**kwargs)
     else:
         loop = asyncio.get_running_loop()
-        coro = loop.run_in_executor(threads, functools.partial(tool.fn, **kwargs))
+        # In this task's context (as asyncio.to_thread does): its log ids and trace span.
+        call = functools.partial(tool.fn, **kwargs)
+        coro = loop.run_in_executor(threads, contextvars.copy_context().run, call)
     if timeout is None:
         return await coro
     try:

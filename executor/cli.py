@@ -6,11 +6,13 @@ cannot be reached. Every error is reported on stderr as `error: ...`, never as a
 traceback (set `DAGRELAY_DEBUG=1` to get one for unexpected errors).
 
 The commands on runs in Redis (submit, status, result, cancel, runs) live in
-`executor.cli_runs`; the helpers both modules share live in `executor.cli_common`.
+`executor.cli_runs`, the timeline picture (`report`) in `executor.cli_report`; the helpers
+these modules share live in `executor.cli_common`.
 """
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -18,17 +20,8 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
-from executor import __version__, cli_runs
+from executor import __version__, cli_report, cli_runs, logs
 from executor.cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -38,6 +31,7 @@ from executor.cli_common import (
     InputFileOpt,
     InputOpt,
     ToolsOpt,
+    check_run_id,
     fail,
     guard,
     make_executor,
@@ -55,7 +49,8 @@ from executor.diagram import render_graph
 from executor.errors import DagrelayError, FlowFailedError
 from executor.flow import Flow
 from executor.handle import RunHandle
-from executor.result import TERMINAL_STEP, ExecutionResult
+from executor.live import watch
+from executor.result import ExecutionResult
 from executor.tools import ToolRegistry
 from executor.validation import validate_flow
 
@@ -111,6 +106,14 @@ def run(
             help="Run on Dramatiq workers through this Redis (default: in-process).",
         ),
     ] = None,
+    report: Annotated[
+        str | None,
+        typer.Option(
+            "--report",
+            metavar="FILE",
+            help="Also write the run's timeline page here (.html; .svg: the chart alone).",
+        ),
+    ] = None,
 ) -> None:
     """Run a flow and show each step's status and timing.
 
@@ -142,40 +145,22 @@ def run(
                 handle.cancel()
                 result = handle.wait(30)
                 show_result(result, json_output)
+                if report:
+                    cli_report.write_report(result, report)
                 fail(f"interrupted: run {result.run_id} {result.status}", EXIT_INTERRUPTED)
         show_result(result, json_output)
+        if report:
+            kind = cli_report.write_report(result, report)
+            if report != "-":
+                typer.echo(f"wrote {report} ({kind})", err=True)
         if not result.succeeded:
             fail(one_line(str(FlowFailedError(result))), EXIT_FAILED)
 
 
 def follow(handle: RunHandle, flow: Flow, console: Console) -> ExecutionResult:
     """Wait for the run, with a live progress bar fed by its events on a terminal."""
-    if not console.is_terminal:
-        return handle.wait()
-    statuses: dict[str, str] = {}
-    steps = {s.id for s in flow.steps}
-    columns = (
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("running {task.fields[running]} · failed {task.fields[failed]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(escape(flow.name), total=len(flow.steps), running=0, failed=0)
-        for event in handle.events():
-            if event.step_id is None:
-                break
-            if event.step_id not in steps:  # a map item: its step's events tell the story
-                continue
-            statuses[event.step_id] = "running" if event.status == "retrying" else event.status
-            progress.update(
-                task,
-                completed=sum(s in TERMINAL_STEP for s in statuses.values()),
-                running=sum(s == "running" for s in statuses.values()),
-                failed=sum(s in ("failed", "upstream_failed") for s in statuses.values()),
-            )
+    if console.is_terminal:
+        watch(handle, console, flow.name, [s.id for s in flow.steps])
     return handle.wait()
 
 
@@ -217,14 +202,31 @@ def graph(
             help="Annotate with a run's status and timing: JSON from `dagrelay run --json`.",
         ),
     ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run", help="Annotate with this run in Redis (see --redis)."),
+    ] = None,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            "--redis", envvar="DAGRELAY_REDIS_URL", show_envvar=True, help="Redis of --run."
+        ),
+    ] = None,
 ) -> None:
     """Draw a flow's DAG as mermaid or graphviz dot.
 
     Map steps, conditions and trigger rules are marked; depends_on-only edges are dashed.
+    With --result or --run, each step shows its status and time, the critical path bold.
     """
     with guard():
+        if result_file and run_id:
+            fail("use either --result or --run, not both", EXIT_USAGE)
         flow_obj = read_flow(flow)
         result = read_result(result_file, flow_obj) if result_file else None
+        if run_id:
+            result = cli_report.fetch_result(check_run_id(run_id), redis_url(redis), None)
+            if result.flow_name != flow_obj.name:
+                fail(f"run {run_id} is of flow {result.flow_name!r}, not {flow_obj.name!r}", 2)
         dag = validate_flow(flow_obj, None, source=flow)
         text = render_graph(flow_obj, format.value, result=result, dag=dag)
         if output is None:
@@ -286,10 +288,14 @@ def worker(
 
 
 cli_runs.register(app)
+cli_report.register(app)
 
 
 def main() -> None:
     """Console-script entry point."""
+    # Warnings and errors from libraries and tools, with run and step ids when known
+    # (DAGRELAY_LOG_FORMAT=json, DAGRELAY_LOG_LEVEL).
+    logs.configure(default_level=logging.WARNING)
     app()
 
 

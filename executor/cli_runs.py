@@ -45,7 +45,8 @@ from executor.cli_common import (
 )
 from executor.client import FlowExecutor
 from executor.errors import FlowFailedError, RunNotFoundError
-from executor.report import event_line, runs_table, status_line
+from executor.live import watch
+from executor.report import runs_table, status_line
 from executor.result import TERMINAL_RUN, ExecutionResult
 from executor.tools import ToolRegistry
 from executor.validation import validate_flow
@@ -120,9 +121,17 @@ def status(
         with make_executor(ToolRegistry(), url) as executor, redis_errors(url):
             handle = executor.get_run(rid)
             if follow:
+                # Event lines as they come; on a terminal also a live progress bar.
+                now = handle.result()
                 try:
-                    for event in handle.events():
-                        console.print(event_line(event), soft_wrap=True)
+                    watch(
+                        handle,
+                        console,
+                        now.flow_name,
+                        list(now.steps),
+                        lines=True,
+                        started=now.started_at,
+                    )
                 except KeyboardInterrupt:
                     raise typer.Exit(EXIT_INTERRUPTED) from None
             result = handle.result()

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json, to_jsonable_python
 
+from executor import tracing
 from executor.backends.local import LocalBackend, LocalRunHandle
 from executor.dag import Dag
 from executor.errors import FlowValidationError
@@ -25,6 +26,8 @@ from executor.validation import validate_flow
 if TYPE_CHECKING:
     from executor.backends.redis import RedisBackend
 
+# Deeper input would not survive a round trip of its ExecutionResult through JSON.
+MAX_INPUT_DEPTH = 64
 RUN_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
@@ -36,6 +39,8 @@ class FlowExecutor:
         registry: the tools flows may call (default: `default_registry`).
         max_concurrency: at most this many tool calls at once in this executor.
         max_threads: threads for sync tools (embedded mode).
+        max_output_bytes: embedded mode: a step whose output's JSON is larger fails
+            (None: no limit). Workers apply `DAGRELAY_MAX_OUTPUT_BYTES` (default 1 MiB).
     """
 
     def __init__(
@@ -49,6 +54,7 @@ class FlowExecutor:
         result_ttl: int = 7 * 24 * 3600,
         redis_client: Any = None,
         broker: Any = None,
+        max_output_bytes: int | None = None,
     ) -> None:
         self.registry = registry if registry is not None else default_registry
         self.redis_url = redis_url
@@ -71,6 +77,7 @@ class FlowExecutor:
             max_threads=max_threads,
             worker=f"{socket.gethostname()}:{os.getpid()}",
         )
+        self._backend.max_output_bytes = max_output_bytes
 
     # Preparing a run -----------------------------------------------------------------
     def prepare(
@@ -106,12 +113,23 @@ class FlowExecutor:
             FlowValidationError: the flow or input is invalid; nothing was started.
         """
         dag, data = self.prepare(flow, inputs)
+        rid = new_run_id(run_id)
+        # The run's span (OpenTelemetry, when configured; else None and no cost).
+        span = tracing.start_run(rid, dag.flow, "local" if self._redis is None else "redis")
         if self._redis is not None:
-            return self._redis.submit(dag, data, new_run_id(run_id))
-        run = self._backend.new_run(dag, data, new_run_id(run_id))
+            try:
+                with tracing.active(span):  # the roots' messages carry its context
+                    handle = self._redis.submit(dag, data, rid)
+            except BaseException as exc:
+                if span is not None:
+                    span.finish(None, exc)
+                raise
+            return tracing.traced(handle, span)
+        run = self._backend.new_run(dag, data, rid)
         loop = self._backend.background_loop()
         future = asyncio.run_coroutine_threadsafe(run.execute(), loop)
-        return LocalRunHandle(run, future)
+        tracing.finish_on(future, span)  # ends it even if nobody waits
+        return tracing.traced(LocalRunHandle(run, future), span)
 
     def run(
         self,
@@ -143,7 +161,16 @@ class FlowExecutor:
             return await asyncio.to_thread(self.run, flow, inputs)
         dag, data = self.prepare(flow, inputs)
         run = self._backend.new_run(dag, data, new_run_id(None))
-        return await run.execute()
+        span = tracing.start_run(run.run_id, dag.flow, "local")
+        if span is None:
+            return await run.execute()
+        try:
+            result = await run.execute()
+        except BaseException as exc:
+            span.finish(None, exc)
+            raise
+        span.finish(result)
+        return result
 
     def get_run(self, run_id: str) -> RunHandle:
         """A handle on a run this executor started.
@@ -206,6 +233,18 @@ def new_run_id(run_id: str | None) -> str:
     return run_id
 
 
+def _depth(data: Any) -> int:
+    """How deeply lists and dicts nest in JSON data (a scalar is 0)."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        value, level = todo.pop()
+        items = value.values() if isinstance(value, dict) else value
+        if isinstance(value, dict | list):
+            deepest = max(deepest, level)
+            todo.extend((v, level + 1) for v in items if isinstance(v, dict | list))
+    return deepest
+
+
 def check_inputs(dag: Dag, inputs: Mapping[str, Any] | None) -> Any:
     """Check the input is JSON data holding every `$input` path the flow reads.
 
@@ -218,8 +257,11 @@ def check_inputs(dag: Dag, inputs: Mapping[str, Any] | None) -> Any:
         raise FlowValidationError(f"input must be a mapping, got {type(inputs).__name__}")
     try:
         data = to_jsonable_python(inputs)
+        to_json(data)  # what cannot be JSON text (a lone surrogate) fails here, not later
     except Exception as exc:
         raise FlowValidationError(f"input is not JSON-compatible: {exc}") from None
+    if _depth(data) > MAX_INPUT_DEPTH:
+        raise FlowValidationError(f"input is nested deeper than {MAX_INPUT_DEPTH} levels")
     problems: list[str] = []
     for sid, step in dag.steps.items():
         texts = list(iter_refs(step.inputs))

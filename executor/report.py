@@ -4,17 +4,25 @@ a run, its one-line status, its events as lines, and the table of recent runs.""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from rich import box
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from executor.diagram import format_seconds
 from executor.events import RunEvent
-from executor.result import TERMINAL_RUN, TERMINAL_STEP, ExecutionResult, StepRecord
+from executor.result import (
+    TERMINAL_RUN,
+    TERMINAL_STEP,
+    ExecutionResult,
+    StepError,
+    StepRecord,
+)
 
 STATUS_STYLES: dict[str, str] = {
     "succeeded": "green",
@@ -29,6 +37,10 @@ STATUS_STYLES: dict[str, str] = {
 }
 MAX_ITEM_ROWS = 10  # map items listed under their step; the rest are counted
 MAX_OUTPUT_CHARS = 2000
+MAX_ERROR_PANELS = 10  # failed steps shown in full; the rest are counted
+MAX_RETRY_NOTES = 10  # attempts that failed and were retried, one line each
+MAX_TRACEBACK_LINES = 30  # the end of a traceback (where it was raised) is kept
+MAX_MESSAGE_CHARS = 4000
 WIDE = 110  # narrower consoles drop the worker column when one worker did everything
 
 
@@ -158,6 +170,8 @@ def print_run_report(console: Console, result: ExecutionResult) -> None:
     used = workers(result)
     show_worker = console.width >= WIDE or len(used) > 1
     console.print(step_table(result, show_worker=show_worker))
+    for renderable in error_report(result):
+        console.print(renderable, soft_wrap=isinstance(renderable, Text))
     out = output_text(result)
     if out is not None:
         console.print(out, soft_wrap=True)
@@ -165,6 +179,125 @@ def print_run_report(console: Console, result: ExecutionResult) -> None:
     if not show_worker and used:
         summary.append(f" · worker {used[0]}", style="dim")
     console.print(summary, soft_wrap=True)
+
+
+Failure = tuple[StepRecord, int | None, StepError, bool]
+
+
+def failures(result: ExecutionResult) -> list[Failure]:
+    """Every error worth reading, as (record, attempt number, error, final).
+
+    `final` errors failed their step (first, in flow order); the others are attempts
+    that a retry recovered from. A failed map step stands for its failed items (its error
+    names the first one and carries its traceback); retried items are listed as items.
+    """
+    final: list[Failure] = []
+    retried: list[Failure] = []
+    for rec in result.steps.values():
+        if rec.status == "failed" and rec.error is not None:
+            last = max((a.number for a in rec.attempts), default=None)
+            final.append((rec, last, rec.error, True))
+        for r in [rec, *(rec.items or ())]:
+            attempts = sorted(r.attempts, key=lambda a: a.number)
+            if r.status in ("failed", "cancelled"):
+                attempts = attempts[:-1]  # the last one is the step's own error
+            for a in attempts:
+                if a.error is not None and a.error.type != "CancelledError":
+                    retried.append((r, a.number, a.error, False))
+    return final + retried
+
+
+def error_panel(rec: StepRecord, number: int | None, error: StepError) -> Panel:
+    """A failed step as people need it: where (tool, attempt, worker), the exception's
+    type and message, and the end of the traceback from the worker."""
+    title = Text("✗ ", style="bold red")
+    title.append(rec.step_id, style="bold")
+    title.append(" failed", style="bold red")
+    where = [f"tool {rec.tool}"]
+    if number is not None:
+        total = len(rec.attempts)
+        where.append(f"attempt {number} of {total}" if total > 1 else f"attempt {number}")
+    worker = next((a.worker for a in rec.attempts if a.number == number), None) or rec.worker
+    if worker:
+        where.append(f"worker {worker}")
+    title.append(" · " + " · ".join(where), style="dim")
+    body = Text()
+    body.append(error.type, style="bold red")
+    message = error.message
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS] + f" … ({len(error.message)} characters)"
+    body.append(": " + message)
+    parts: list[RenderableType] = [body]
+    if error.traceback:
+        lines, _ = tool_frames(error.traceback)
+        shown = lines[-MAX_TRACEBACK_LINES:]
+        tb = Text()
+        if len(lines) > len(shown):
+            tb.append(f"… {len(lines) - len(shown)} earlier lines\n", style="dim italic")
+        tb.append("\n".join(shown), style="dim")
+        parts += [Text(""), tb]
+    return Panel(
+        Group(*parts),
+        title=title,
+        title_align="left",
+        border_style="red",
+        box=box.ROUNDED,
+        expand=True,
+    )
+
+
+# Frames every tool call goes through (paths as on the worker that ran it).
+_INTERNAL = re.compile(
+    r'^  File ".*?(?:/executor/attempts\.py|/executor/backends/local\.py'
+    r'|/workers/runtime\.py|/asyncio/[a-z_]+\.py|/concurrent/futures/[a-z_]+\.py)", '
+)
+
+
+def tool_frames(traceback: str) -> tuple[list[str], int]:
+    """A traceback's lines without the frames of dagrelay and asyncio that come before
+    the tool's own (in each chained block); and how many frames were left out."""
+    out: list[str] = []
+    hidden = block = 0  # frames left out: in all, in this block's leading run
+    leading = False  # inside the leading internal frames of a block
+    skipping = False  # inside one internal frame (its source and caret lines)
+    for line in traceback.rstrip().splitlines():
+        if line.startswith("Traceback (most recent call last):"):
+            leading, skipping, block = True, False, 0
+            out.append(line)
+            continue
+        if skipping and line.startswith("    "):
+            continue
+        if leading and _INTERNAL.match(line):
+            hidden += 1
+            block += 1
+            skipping = True
+            continue
+        if block:
+            out.append(f"  … {block} frame{'s' if block != 1 else ''} of dagrelay and asyncio")
+        leading = skipping = False
+        block = 0
+        out.append(line)
+    return out, hidden
+
+
+def error_report(result: ExecutionResult) -> list[RenderableType]:
+    """Panels for the steps that failed, then one line per attempt a retry recovered."""
+    found = failures(result)
+    final = [f for f in found if f[3]]
+    retried = [f for f in found if not f[3]]
+    out: list[RenderableType] = [
+        error_panel(rec, number, error) for rec, number, error, _ in final[:MAX_ERROR_PANELS]
+    ]
+    if len(final) > MAX_ERROR_PANELS:
+        out.append(Text(f"… {len(final) - MAX_ERROR_PANELS} more failed steps", style="red"))
+    for rec, number, error, _ in retried[:MAX_RETRY_NOTES]:
+        note = Text("retried: ", style="yellow")
+        note.append(f"{rec.step_id} attempt {number} failed: ")
+        note.append(_first_line(str(error)), style="dim")
+        out.append(note)
+    if len(retried) > MAX_RETRY_NOTES:
+        out.append(Text(f"… {len(retried) - MAX_RETRY_NOTES} more retried attempts", style="dim"))
+    return out
 
 
 def steps_done(result: ExecutionResult) -> tuple[int, int, int]:

@@ -124,6 +124,19 @@ class ExecutionResult(BaseModel):
         """Records of steps whose own tool call failed."""
         return [r for r in self.steps.values() if r.status == "failed"]
 
+    def to_html(self) -> str:
+        """The run as one self-contained HTML page: numbers, timeline, critical path,
+        steps and errors (see `executor.timeline`)."""
+        from executor.timeline import render_html
+
+        return render_html(self)
+
+    def to_svg(self) -> str:
+        """The run's timeline chart alone, as an SVG document."""
+        from executor.timeline import render_svg
+
+        return render_svg(self)
+
 
 def critical_path(
     records: Mapping[str, StepRecord], deps: Mapping[str, tuple[str, ...]], order: list[str]

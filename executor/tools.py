@@ -140,6 +140,24 @@ class Tool:
             ) from None
 
 
+#: The largest step output (as JSON) a worker stores in Redis, unless configured.
+DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
+
+
+def check_output_size(tool: str, output_json: str, limit: int | None) -> None:
+    """Refuse an output whose JSON is larger than `limit` bytes (None: no limit).
+
+    Raises:
+        ToolOutputError: naming the tool, the size and the limit.
+    """
+    # json.dumps escapes non-ASCII by default, so characters are bytes here.
+    if limit is not None and len(output_json) > limit:
+        raise ToolOutputError(
+            f"output of tool {tool!r} is {len(output_json):,} bytes of JSON, over the "
+            f"limit of {limit:,} bytes per step (max_output_bytes, DAGRELAY_MAX_OUTPUT_BYTES)"
+        )
+
+
 def _brief(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False)[:5]:

@@ -170,7 +170,12 @@ def test_a_failed_run_exits_1_with_one_error_line(
     assert_one_error_line(res.stderr, "failing", "failed", "boom on 2")
     assert re.search(r"^\s*bad\s+boom\s+failed\s+1\b.*ValueError: boom on 2", res.stdout, re.M)
     assert re.search(r"^\s*after\s+double\s+upstream_failed", res.stdout, re.MULTILINE)
-    assert "Traceback" not in res.stdout
+    # The failed step in full: where, the exception, its whole message, the tool's traceback.
+    panel = res.stdout[res.stdout.index("✗ bad failed") :]
+    assert re.search(r"✗ bad failed · tool boom · attempt 1 · worker \S+", panel)
+    assert "ValueError: boom on 2" in panel and "second line of the message" in panel
+    assert "Traceback (most recent call last)" in panel and "in boom" in panel
+    assert 'raise ValueError(f"boom on {x}' in panel
 
     res = runner.invoke(app, ["run", flow, "--tools", tools_module, "--json"])
     assert res.exit_code == 1

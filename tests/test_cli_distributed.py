@@ -104,8 +104,9 @@ def cli_all(commands: Sequence[Sequence[str]]) -> list[subprocess.CompletedProce
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str], *parts: str) -> str:
-    """stderr is one `error: ...` line holding every part, and no traceback."""
-    assert "Traceback" not in proc.stderr + proc.stdout
+    """stderr is one `error: ...` line holding every part, and no traceback (a failed
+    step's traceback from the worker may be in the report on stdout)."""
+    assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: "), proc.stderr
@@ -326,6 +327,11 @@ def test_a_failed_run(redis_url: str, worker: WorkerProcess, tmp_path: Path) -> 
     assert proc.returncode == 1
     assert "upstream_failed" in proc.stdout and "RuntimeError" in proc.stdout
     one_error_line(proc, run_id, "failed", "kaboom")
+    # The failed step in full: tool, attempt, worker, exception, and the worker's traceback.
+    panel = proc.stdout[proc.stdout.index("✗ boom failed") :]
+    assert re.search(r"✗ boom failed · tool explode · attempt 1 · worker \S+:\d+:", panel)
+    assert "RuntimeError: kaboom" in panel and "second line" in panel
+    assert "Traceback (most recent call last)" in panel and "in explode" in panel
 
     proc = cli("result", run_id, "--redis", redis_url, "--json")
     assert proc.returncode == 1
@@ -550,3 +556,38 @@ def test_redis_passwords_are_never_printed(tmp_path: Path) -> None:
         one_error_line(proc, f"cannot reach Redis at redis://:***@127.0.0.1:{port}/0")
     finally:
         server.close()
+
+
+# report -------------------------------------------------------------------------------
+def test_report_of_a_run_on_workers(redis_url: str, worker: WorkerProcess, tmp_path: Path) -> None:
+    page = tmp_path / "run.html"
+    proc = cli(
+        "run", REPORT, "--redis", redis_url, "--input", json.dumps(REPORT_INPUT),
+        "--report", str(page),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == f"wrote {page} (html)"
+    html = page.read_text()
+    assert "user_report" in html and "worker " in html
+    run_id = re.search(r"run <code>([0-9a-f]{32})</code>", html)
+    assert run_id is not None
+    # The same run, drawn again later from Redis by its id.
+    again = tmp_path / "again.html"
+    proc = cli("report", run_id.group(1), "--redis", redis_url, "-o", str(again))
+    assert proc.returncode == 0, proc.stderr
+    assert f"run {run_id.group(1)} succeeded" in proc.stderr
+    for sid in ("users", "orders", "prices", "totals", "render", "archive"):
+        assert f">{sid}" in again.read_text()
+    proc = cli("report", run_id.group(1), "--redis", redis_url, "-o", "-")
+    assert proc.returncode == 0 and proc.stdout.startswith("<!doctype html>")
+    proc = cli("report", "no-such-run", "--redis", redis_url)
+    assert proc.returncode == 2
+    one_error_line(proc, "no-such-run")
+    # The flow's DAG with this run's statuses and times, the critical path bold.
+    proc = cli("graph", REPORT, "--run", run_id.group(1), "--redis", redis_url)
+    assert proc.returncode == 0, proc.stderr
+    assert "succeeded · " in proc.stdout and "linkStyle" in proc.stdout
+    assert "classDef succeeded" in proc.stdout
+    proc = cli("graph", "examples/map.yaml", "--run", run_id.group(1), "--redis", redis_url)
+    assert proc.returncode == 2
+    one_error_line(proc, "is of flow 'user_report'")

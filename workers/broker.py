@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
+import threading
 from typing import Any
 
 import dramatiq
 import redis
 from dramatiq.middleware import Middleware
+from redis.backoff import EqualJitterBackoff
+from redis.retry import Retry
 
 from executor.backends.redis import NO_TIME_LIMIT_MS
 from executor.backends.redis_store import RedisStore
@@ -16,21 +20,98 @@ from executor.coordinator import ACTOR_NAME
 from executor.tools import ToolRegistry, default_registry, load_tools
 from workers.runtime import StepRuntime
 from workers.settings import Settings
+from workers.tracing import ObservabilityMiddleware
 
 log = logging.getLogger("dagrelay.worker")
 
 
-class DagrelayMiddleware(Middleware):
-    """Starts and stops the per-process lease monitor and sweeper with the worker."""
+class WorkerBroker(WakingRedisBroker):
+    """The worker's broker: Dramatiq's maintenance on request, not only by chance.
 
-    def __init__(self, runtime: StepRuntime) -> None:
+    Dramatiq requeues the fetched-but-unacked messages of a dead worker (its heartbeat
+    older than `heartbeat_timeout`) only during "maintenance", which a command triggers
+    with a 1-in-1000 chance: a SIGKILLed worker's prefetched messages could wait minutes.
+    `maintain()` runs it now (an empty `requeue` with maintenance forced); it also
+    stamps this process's heartbeat, so a busy worker is never taken for dead.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._maintaining = threading.local()
+
+    def _should_do_maintenance(self, command: str) -> int:
+        if command == "requeue" and getattr(self._maintaining, "on", False):
+            return 1
+        return int(super()._should_do_maintenance(command))
+
+    def maintain(self) -> None:
+        """Requeue dead workers' unacked messages on every queue this broker serves."""
+        self._maintaining.on = True
+        try:
+            for queue in sorted(self.queues | self.delay_queues):
+                self.do_requeue(queue)
+        finally:
+            self._maintaining.on = False
+
+
+class Maintainer:
+    """A thread per worker process: heartbeat and dead-worker maintenance every period."""
+
+    def __init__(self, broker: WorkerBroker, period: float) -> None:
+        self.broker = broker
+        self.period = period
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="dagrelay-maint", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self.period):
+            try:
+                self.broker.maintain()
+            except Exception:
+                log.warning("broker maintenance failed", exc_info=True)
+
+
+class DagrelayMiddleware(Middleware):
+    """Starts the per-process lease monitor, sweeper and maintainer with the worker, and
+    stops them once its running steps have finished."""
+
+    def __init__(self, runtime: StepRuntime, maintainer: Maintainer | None = None) -> None:
         self.runtime = runtime
+        self.maintainer = maintainer
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         self.runtime.start()
+        if self.maintainer is not None:
+            self.maintainer.start()
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        # After, not before: Dramatiq lets running steps finish first, and their leases
+        # must be renewed meanwhile (else another worker takes them over and the tool
+        # runs twice).
+        if self.maintainer is not None:
+            self.maintainer.stop()
         self.runtime.stop()
+
+
+def outage_retry(seconds: float) -> dict[str, Any]:
+    """redis-py options: retry a failed call with backoff (0.05 s doubling to 1 s, with
+    jitter) for about `seconds`, reconnecting each time, before raising."""
+    retries = max(1, math.ceil(seconds / 0.75))
+    return {
+        "retry": Retry(EqualJitterBackoff(cap=1.0, base=0.05), retries),
+        # OSError: a refused connect (Redis down) is retried too, not only a dropped one.
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError, OSError],
+        "socket_connect_timeout": 5,
+    }
 
 
 def setup(
@@ -52,17 +133,29 @@ def setup(
     settings = settings or Settings.from_env()
     if registry is None:
         registry = load_tools(settings.tools) if settings.tools else default_registry
+    # Every Redis call of a worker rides out an outage (a restart, a failover) with
+    # backoff, so a step's claim, completion and follow-up messages are not lost.
+    retry = outage_retry(settings.redis_retry_seconds)
     if client is None:
         client = redis.Redis.from_url(
-            settings.redis_url, decode_responses=True, health_check_interval=30
+            settings.redis_url, decode_responses=True, health_check_interval=30, **retry
         )
+    heartbeat_ms = int(settings.heartbeat_seconds * 1000)
+    broker: WakingRedisBroker
+    maintainer = None
     if broker_client is not None:
         broker = WakingRedisBroker(client=broker_client)
     else:
-        broker = WakingRedisBroker(url=settings.redis_url)
+        broker = WorkerBroker(
+            client=redis.Redis.from_url(settings.redis_url, **retry),
+            heartbeat_timeout=heartbeat_ms,
+        )
+        # Maintenance (and heartbeat) several times per heartbeat timeout.
+        maintainer = Maintainer(broker, min(settings.heartbeat_seconds / 4, 1.0))
     store = RedisStore(client, settings.namespace, settings.result_ttl)
     runtime = StepRuntime(settings, registry, store, broker)
-    broker.add_middleware(DagrelayMiddleware(runtime))
+    broker.add_middleware(DagrelayMiddleware(runtime, maintainer))
+    broker.add_middleware(ObservabilityMiddleware())  # trace context and log ids per message
     for queue in settings.queues:
         broker.declare_queue(queue)
     dramatiq.actor(  # type: ignore[call-overload]

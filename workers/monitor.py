@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from executor.backends.redis_store import RedisStore
+from executor.errors import RunNotFoundError
 
 log = logging.getLogger("dagrelay.worker")
 STOP_CHECK_SECONDS = 0.25
@@ -123,7 +124,10 @@ class Monitor:
                         slots.append((t.tool, t.slot))
             else:
                 if t.run_id not in stops:
-                    stops[t.run_id] = self.store.run_meta(t.run_id, "stop").get("stop", "")
+                    try:
+                        stops[t.run_id] = self.store.run_meta(t.run_id, "stop").get("stop", "")
+                    except RunNotFoundError:  # its state is gone (Redis emptied, expired)
+                        stops[t.run_id] = "gone"
                 stop = stops[t.run_id]
             if stop:
                 t.interrupt("cancelled")

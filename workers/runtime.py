@@ -20,14 +20,16 @@ from executor.attempts import call_tool, format_tb, run_map
 from executor.backends.redis import BrokerSender
 from executor.backends.redis_store import Claim, RedisStore
 from executor.coordinator import Coordinator, RunContext, now_iso
-from executor.errors import RunNotFoundError
+from executor.errors import RunNotFoundError, ToolOutputError
 from executor.flow import Step
 from executor.references import Scope
 from executor.result import StepError, StepRecord
 from executor.retry import NO_RETRY
-from executor.tools import Tool, ToolRegistry
+from executor.tools import Tool, ToolRegistry, check_output_size
+from executor.tracing import record_error
 from workers.monitor import Monitor, StepCancelled, Tracked
 from workers.settings import Settings
+from workers.tracing import step_scope
 
 log = logging.getLogger("dagrelay.worker")
 # A step whose tool has no free slot comes back after this long (still queued).
@@ -151,7 +153,8 @@ class StepRuntime:
                 claim.detail,
             )
             return None
-        return self._execute(ctx, step, tool, claim, keep)
+        with step_scope(ctx.run_id, step_id, claim.attempt, self.worker, step.tool):
+            return self._execute(ctx, step, tool, claim, keep)  # its span, its log ids
 
     def send_step(self, ctx: RunContext, step_id: str, attempt: int, delay_ms: int | None) -> None:
         self.coordinator.send(ctx, [step_id], attempt, delay_ms)
@@ -179,6 +182,15 @@ class StepRuntime:
         if claim.queued_at:
             record["queue_wait"] = max(0.0, _seconds(claim.queued_at, first_start))
         status, output, exc, error = self._attempt(ctx, step, tool, claim, record, attempt_rec)
+        output_json = json.dumps(output) if status == "succeeded" else ""
+        try:
+            check_output_size(step.tool, output_json, self.settings.max_output_bytes)
+        except ToolOutputError as too_big:  # the step fails; none of it reaches Redis
+            status, output, output_json = "failed", None, ""
+            error = StepError.from_exception(too_big)
+            for item in record.get("items") or ():
+                item["output"] = None
+        record_error(error)  # a failed attempt's span says so
         finished = attempt_rec["finished_at"]
         if error is not None:
             attempt_rec["error"] = error.model_dump()
@@ -198,7 +210,7 @@ class StepRuntime:
             step_id,
             status,
             output=output,
-            output_json=json.dumps(output) if status == "succeeded" else "",
+            output_json=output_json,
             record=record,
             worker=worker,
             attempt=number,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from executor.tools import DEFAULT_MAX_OUTPUT_BYTES
+
 DEFAULT_URL = "redis://localhost:6379/0"
 
 
@@ -26,6 +28,14 @@ class Settings:
     sweep_seconds: float = 1.0
     result_ttl: int = 7 * 24 * 3600
     tool_threads: int = 32
+    # A worker process not heard from for this long is presumed dead: the messages it
+    # had fetched but not started go back to their queue (Dramatiq's maintenance).
+    heartbeat_seconds: float = 10.0
+    # How long Redis may be unreachable before a worker's Redis call gives up (it
+    # reconnects with backoff meanwhile): a restart costs a pause, not the step.
+    redis_retry_seconds: float = 60.0
+    # The largest step output (its JSON) a worker stores; a larger one fails the step.
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -41,4 +51,7 @@ class Settings:
             sweep_seconds=float(e.get("DAGRELAY_SWEEP_SECONDS", "1")),
             result_ttl=int(e.get("DAGRELAY_RESULT_TTL", str(7 * 24 * 3600))),
             tool_threads=int(e.get("DAGRELAY_TOOL_THREADS", "32")),
+            heartbeat_seconds=float(e.get("DAGRELAY_HEARTBEAT_SECONDS", "10")),
+            redis_retry_seconds=float(e.get("DAGRELAY_REDIS_RETRY_SECONDS", "60")),
+            max_output_bytes=int(e.get("DAGRELAY_MAX_OUTPUT_BYTES", str(DEFAULT_MAX_OUTPUT_BYTES))),
         )

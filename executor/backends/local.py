@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -13,9 +14,10 @@ from typing import Any
 
 from executor.attempts import call_tool, now, run_attempts, run_map
 from executor.dag import Dag
-from executor.errors import RunNotFoundError
+from executor.errors import RunNotFoundError, ToolOutputError
 from executor.events import EventLog, RunEvent
 from executor.handle import RunHandle
+from executor.logs import bind as bind_log_ids
 from executor.references import Scope
 from executor.result import (
     TERMINAL_RUN,
@@ -29,7 +31,7 @@ from executor.result import (
 )
 from executor.retry import NO_RETRY
 from executor.scheduling import Actions, RunState
-from executor.tools import Tool, ToolRegistry
+from executor.tools import Tool, ToolRegistry, check_output_size
 
 
 class LocalRun:
@@ -152,6 +154,7 @@ class LocalRun:
     async def _run_step(self, sid: str) -> None:
         step = self.dag.steps[sid]
         rec = self.records[sid]
+        bind_log_ids(self.run_id, sid)  # this task's own context: its tool's log records
         backend = self.backend
         tool = backend.registry.get(step.tool)
         policy = step.retry or tool.retry or NO_RETRY
@@ -201,6 +204,16 @@ class LocalRun:
         except asyncio.CancelledError:
             status = "cancelled"
             self._end_timing(rec)
+        if status == "succeeded" and backend.max_output_bytes is not None:
+            try:
+                check_output_size(tool.name, json.dumps(output), backend.max_output_bytes)
+            except ToolOutputError as too_big:  # as a worker does: the step fails
+                status, output = "failed", None
+                rec.error = StepError.from_exception(too_big)
+                if rec.attempts:
+                    rec.attempts[-1].error = rec.error
+                for item in rec.items or ():
+                    item.output = None
         self.tasks.pop(sid, None)
         if self.state.status[sid] in TERMINAL_STEP:
             # Resolved while queued (the run stopped): already recorded and announced.
@@ -292,6 +305,7 @@ class LocalBackend:
         self.registry = registry
         self.max_concurrency = max_concurrency
         self.worker = worker
+        self.max_output_bytes: int | None = None  # FlowExecutor(max_output_bytes=...)
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_threads, thread_name_prefix="dagrelay-tool"
         )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import dramatiq
 import redis
@@ -16,7 +17,7 @@ from executor.backends.redis_store import DEFAULT_TTL, RedisStore, RunData
 from executor.backends.wakeup import WakingRedisBroker
 from executor.coordinator import ACTOR_NAME, Coordinator, RunContext, StepMessage
 from executor.dag import Dag
-from executor.errors import DagrelayError
+from executor.errors import DagrelayError, RunNotFoundError
 from executor.events import RunEvent
 from executor.handle import RunHandle
 from executor.result import (
@@ -28,11 +29,15 @@ from executor.result import (
     summarize,
 )
 from executor.tools import ToolRegistry
+from executor.tracing import current_context as trace_context
 
 _PASSWORD = re.compile(r"^([a-z0-9+.-]*://[^:/@]*:)[^/]*@", re.IGNORECASE)
 # Dramatiq's own time limit is only a backstop behind dagrelay's per-attempt timeouts.
 TIME_LIMIT_GRACE_MS = 5_000
 NO_TIME_LIMIT_MS = 7 * 24 * 3600 * 1000
+# A client following a run rides out a Redis outage (a restart) for this long.
+RECONNECT_SECONDS = 60.0
+_T = TypeVar("_T")
 
 
 def redact(url: str) -> str:
@@ -67,6 +72,7 @@ class BrokerSender:
 
     def send_many(self, messages: list[StepMessage]) -> None:
         batch: list[tuple[dramatiq.Message[Any], int | None]] = []
+        traced = trace_context()  # W3C traceparent of the active span, if any: workers join
         for m in messages:
             limit = (
                 NO_TIME_LIMIT_MS
@@ -78,7 +84,7 @@ class BrokerSender:
                 actor_name=ACTOR_NAME,
                 args=(m.run_id, m.step_id, m.attempt),
                 kwargs={},
-                options={"time_limit": limit, "max_retries": 0},
+                options={"time_limit": limit, "max_retries": 0, **traced},
             )
             batch.append((message, m.delay_ms or None))
         if isinstance(self.broker, WakingRedisBroker):
@@ -169,7 +175,7 @@ class RedisRunHandle(RunHandle):
     def wait(self, timeout: float | None = None) -> ExecutionResult:
         for _ in self.events(timeout):
             pass
-        return self.result()
+        return self._reconnecting(self.result)
 
     def events(self, timeout: float | None = None) -> Iterator[RunEvent]:
         store = self._backend.store
@@ -182,7 +188,7 @@ class RedisRunHandle(RunHandle):
                 left = deadline - time.monotonic()
                 # Out of time: one last non-blocking read, so a finished run still answers.
                 block = max(1, min(1000, int(left * 1000))) if left > 0 else None
-            entries = store.read_events(self.run_id, last, block)
+            entries = self._reconnecting(partial(store.read_events, self.run_id, last, block))
             if not entries:
                 if block is None:
                     raise TimeoutError(
@@ -191,7 +197,14 @@ class RedisRunHandle(RunHandle):
                 # Blocking read timed out: make sure the run still exists (persistence
                 # off and Redis restarted means its state is gone: say so, never hang),
                 # and enforce its timeout even when no worker sweeper is alive.
-                meta = store.run_meta(self.run_id, "status")
+                try:
+                    meta = self._reconnecting(lambda: store.run_meta(self.run_id, "status"))
+                except RunNotFoundError:
+                    raise RunNotFoundError(
+                        f"run {self.run_id}: its state is gone from Redis at "
+                        f"{redact(self._backend.url)} (Redis restarted without persistence, "
+                        "or the keys were deleted or expired); it cannot finish"
+                    ) from None
                 if meta.get("status") in TERMINAL_RUN:
                     return
                 if run_deadline is not None and time.time() > run_deadline:
@@ -203,6 +216,23 @@ class RedisRunHandle(RunHandle):
                 yield event
                 if event.step_id is None:
                     return
+
+    def _reconnecting(self, call: Callable[[], _T]) -> _T:
+        """A Redis call that, while Redis is unreachable (a restart), retries with
+        backoff for up to `RECONNECT_SECONDS`, then raises a `DagrelayError`."""
+        delay, since = 0.05, time.monotonic()
+        while True:
+            try:
+                return call()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() - since > RECONNECT_SECONDS:
+                    raise DagrelayError(
+                        f"lost Redis at {redact(self._backend.url)} for over "
+                        f"{RECONNECT_SECONDS:.0f}s while following run {self.run_id}: "
+                        f"{redact(str(exc))}"
+                    ) from None
+                time.sleep(delay)
+                delay = min(2 * delay, 1.0)
 
     def _run_deadline(self) -> float | None:
         score = self._backend.client.zscore(self._backend.store.deadlines_key, self.run_id)
