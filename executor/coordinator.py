@@ -159,7 +159,6 @@ class Coordinator:
             attempt_json,
             error,
             ctx.dag.dependents[step_id],
-            lease=(ctx.run_id, step_id) if attempt is not None else None,
         )
         if not done.applied:
             return None
@@ -271,6 +270,21 @@ class Coordinator:
                 for sid in steps
             ]
         )
+
+    def repair(self, ctx: RunContext, step_id: str) -> None:
+        """Finish what a terminal step's completer may have left undone when it died:
+        decide dependents it released, re-send queued ones (a duplicate message is
+        harmless), and finalize a run whose last step is done. Idempotent."""
+        deps = ctx.dag.dependents[step_id]
+        statuses, remaining, attempts, unfinished = self.store.repair_state(ctx.run_id, deps)
+        queued = [d for d in deps if statuses.get(d) == "queued"]
+        for d in queued:
+            self.send(ctx, [d], attempts[d])
+        ready = [d for d in deps if statuses.get(d) == "pending" and remaining[d] <= 0]
+        if ready:
+            self.resolve(ctx, ready)
+        if unfinished == "0":
+            self.finalize(ctx)
 
     def stop(self, run_id: str, reason: str) -> list[str]:
         """Stop a run; returns the steps still running (their workers are told)."""

@@ -259,7 +259,8 @@ def test_a_completion_replayed_after_the_run_finished_changes_nothing(fake, tmp_
     ).applied
     coordinator.finalize(ctx)
     assert coordinator.stop(run_id, "cancelled") == []
-    assert fake.store.reclaim(run_id, "a", "x") == (0, 0)
+    assert fake.store.reclaim(run_id, "a", "x") == (3, 0)  # terminal: the sweeper repairs,
+    coordinator.repair(ctx, "a")  # which changes nothing in a finished run
     fake.runtime.run_step(run_id, "a", 1)
     fake.runtime.run_step(run_id, "b", 2)
     assert handle.result().model_dump_json() == before_json
@@ -801,3 +802,56 @@ def test_a_killed_worker_costs_a_lease_not_the_step(cluster, tmp_path):
         doomed.stop()
         if survivor is not None:
             survivor.stop()
+
+
+def test_a_completer_that_dies_before_deciding_dependents_is_repaired(fake, tmp_path):
+    """The worker records `a` and dies before it decides `b`: `a`'s lease hint stays,
+    the sweeper finds it expired on a terminal step and decides `b`; the run ends."""
+    ca, cb = str(tmp_path / "a"), str(tmp_path / "b")
+    flow = two_counted_steps(ca, cb)
+    handle = fake.executor.submit(flow)
+    run_id = handle.run_id
+    store = fake.store
+    # What a worker does up to its death: claim `a`, run it, record it, nothing more.
+    claim = store.claim(run_id, "a", 1, "t", 50, datetime.now(UTC).isoformat(), "dead", ())
+    assert claim.kind == "ok"
+    done = store.complete(
+        run_id,
+        "a",
+        "succeeded",
+        "1",
+        {"status": "succeeded"},
+        datetime.now(UTC).isoformat(),
+        "dead",
+        1,
+        "",
+        "",
+        ("b",),
+    )
+    assert done.applied and done.ready == ("b",)
+    assert store.all_statuses(run_id)["b"] == "pending"  # released, never decided
+    time.sleep(0.1)  # the hint of `a` expires
+    fake.start_worker()
+    fake.runtime.sweeper.sweep()
+    result = handle.wait(timeout=10)
+    assert result.status == "succeeded" and result.output == 1
+    assert read_count(cb) == 1 and read_count(ca) == 0  # `a` ran in the dead worker only
+
+
+def test_a_step_queued_without_its_message_is_sent_again_by_repair(fake, tmp_path):
+    """The completer marked `b` queued and died before sending it: repair re-sends."""
+    ca, cb = str(tmp_path / "a"), str(tmp_path / "b")
+    handle = fake.executor.submit(two_counted_steps(ca, cb))
+    run_id = handle.run_id
+    store = fake.store
+    now = datetime.now(UTC).isoformat()
+    assert store.claim(run_id, "a", 1, "t", 50, now, "dead", ()).kind == "ok"
+    store.complete(
+        run_id, "a", "succeeded", "1", {"status": "succeeded"}, now, "dead", 1, "", "", ("b",)
+    )
+    assert store.mark_queued(run_id, ["b"], now) == ["b"]  # ... and no message sent
+    time.sleep(0.1)
+    fake.start_worker()
+    fake.runtime.sweeper.sweep()
+    result = handle.wait(timeout=10)
+    assert result.status == "succeeded" and read_count(cb) == 1

@@ -93,6 +93,10 @@ class DagrelayMiddleware(Middleware):
         if self.maintainer is not None:
             self.maintainer.start()
 
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        # Finish what runs, but start nothing more in place: hand dependents to the queue.
+        self.runtime.draining = True
+
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         # After, not before: Dramatiq lets running steps finish first, and their leases
         # must be renewed meanwhile (else another worker takes them over and the tool

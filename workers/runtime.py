@@ -51,6 +51,7 @@ class StepRuntime:
         self.sweeper = Sweeper(self)
         self.worker_base = f"{socket.gethostname()}:{os.getpid()}"
         self._local = threading.local()
+        self.draining = False  # shutting down: no new work in place
         self._tool_threads = concurrent.futures.ThreadPoolExecutor(
             settings.tool_threads, thread_name_prefix="dagrelay-tool"
         )
@@ -106,6 +107,8 @@ class StepRuntime:
             attempt, inplace = 1, True
 
     def _can_continue(self, ctx: RunContext, step_id: str) -> bool:
+        if self.draining:
+            return False
         step = ctx.dag.steps[step_id]
         tool = self.registry.get(step.tool) if step.tool in self.registry else None
         return (
@@ -137,6 +140,7 @@ class StepRuntime:
             ctx.needs[step_id],
             semaphore=slot,
             inplace=inplace,
+            drop_hints=self._take_drops(),
         )
         if claim.kind == "full":
             # Every slot of the tool is taken cluster-wide: the step stays queued (its
@@ -155,6 +159,11 @@ class StepRuntime:
             return None
         with step_scope(ctx.run_id, step_id, claim.attempt, self.worker, step.tool):
             return self._execute(ctx, step, tool, claim, keep)  # its span, its log ids
+
+    def _take_drops(self) -> list[str]:
+        drops: list[str] = getattr(self._local, "drops", [])
+        self._local.drops = []
+        return drops
 
     def send_step(self, ctx: RunContext, step_id: str, attempt: int, delay_ms: int | None) -> None:
         self.coordinator.send(ctx, [step_id], attempt, delay_ms)
@@ -205,7 +214,7 @@ class StepRuntime:
         record.update(finished_at=finished, error=error.model_dump() if error else None)
         if record.get("started_at"):
             record["duration"] = _seconds(record["started_at"], finished)
-        return self.coordinator.completed(
+        kept = self.coordinator.completed(
             ctx,
             step_id,
             status,
@@ -218,6 +227,11 @@ class StepRuntime:
             error=str(error) if error else "",
             keep=keep,
         )
+        # Its dependents are decided: its lease hint can go, with this thread's next
+        # claim (no extra round trip). Should this process die first, the sweeper finds
+        # the hint of a terminal step and repairs, which is then a no-op.
+        self._local.drops = [*getattr(self._local, "drops", []), f"{run_id}|{step_id}"]
+        return kept
 
     def _attempt(
         self,
@@ -374,7 +388,9 @@ class Sweeper:
                 ctx = rt.coordinator.context(run_id)
             except RunNotFoundError:
                 continue
-            if kind == 1:
+            if kind == 3:
+                rt.coordinator.repair(ctx, step_id)
+            elif kind == 1:
                 log.warning(
                     "run %s step %s: worker lost, sending attempt %s", run_id, step_id, attempt
                 )

@@ -248,6 +248,7 @@ class RedisStore:
         needs: tuple[str, ...],
         semaphore: tuple[str, int] | None = None,
         inplace: bool = False,
+        drop_hints: list[str] | None = None,
     ) -> Claim:
         """Claim a step for an attempt and load the outputs it reads, in one round trip
         with the sweeper's lease hint.
@@ -257,6 +258,8 @@ class RedisStore:
                 `full` when none is free.
             inplace: the caller decided this pending step itself and runs it without a
                 message (continue in place).
+            drop_hints: lease hints (`run|step`) of steps this worker finished
+                coordinating, removed in the same round trip.
         """
         limit = semaphore[1] if semaphore else 0
         extra = (self.semaphore_key(semaphore[0]),) if semaphore else ()
@@ -271,6 +274,8 @@ class RedisStore:
             )
             # The hint is harmless when the claim is refused: the sweeper checks the claim.
             pipe.zadd(self.leases_key, hint)  # type: ignore[arg-type]
+            if drop_hints:
+                pipe.zrem(self.leases_key, *drop_hints)
 
         r = self._batch(build)[0]
         if r[0] != "ok":
@@ -291,12 +296,11 @@ class RedisStore:
         attempt_json: str,
         error: str,
         dependents: tuple[str, ...],
-        lease: tuple[str, str] | None = None,
     ) -> Completion:
         """Record a terminal status once; returns the dependents that became ready.
 
-        Args:
-            lease: (run, step) whose sweeper hint goes in the same round trip.
+        The step's lease hint stays: until its completer has decided the dependents, a
+        crash must leave a trace the sweeper finds (it then repairs, see `repair_state`).
         """
         args = [
             step,
@@ -313,13 +317,28 @@ class RedisStore:
 
         def build(pipe: Pipeline) -> None:
             self._evalsha(pipe, "complete", self.keys(run_id), args)
-            if lease is not None:
-                pipe.zrem(self.leases_key, f"{lease[0]}|{lease[1]}")
 
         r = self._batch(build)[0]
         if r[0] != 1:
             return Completion(False)
         return Completion(True, int(r[1]), r[2], tuple(r[3:]))
+
+    def repair_state(
+        self, run_id: str, steps: tuple[str, ...]
+    ) -> tuple[dict[str, str], dict[str, int], dict[str, int], str]:
+        """Statuses, unfinished-dependency counts and next attempts of some steps, and the
+        run's unfinished count, for repairing after a coordinator died."""
+        k = self.keys(run_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(k[1], list(steps) or ["-"])
+        pipe.hmget(k[2], list(steps) or ["-"])
+        pipe.hmget(k[6], [f"{s}:next" for s in steps] or ["-"])
+        pipe.hget(k[0], "unfinished")
+        st, rem, nxt, unfinished = pipe.execute()
+        statuses = {s: v for s, v in zip(steps, st, strict=False) if v is not None}
+        remaining = {s: int(v or 0) for s, v in zip(steps, rem, strict=False)}
+        attempts = {s: int(v or 1) for s, v in zip(steps, nxt, strict=False)}
+        return statuses, remaining, attempts, unfinished or ""
 
     def mark_queued(self, run_id: str, steps: list[str], queued_at: str) -> list[str]:
         """Move pending steps to queued; returns those that moved (they must be sent)."""

@@ -65,7 +65,9 @@ def test_200_concurrent_runs_of_a_20_step_dag_on_2_workers(make_cluster):
     assert len(workers) == 2, workers
     assert len(list(c.client.scan_iter(match="dagrelay:{*", count=1000))) >= RUNS * 8
     assert keys_without_ttl(c.client) == []
-    assert c.client.zcard("dagrelay:leases") == 0
+    # Lease hints of finished steps go with their thread's next claim, or else the
+    # sweeper takes them once expired (a no-op repair): none is left for long.
+    assert wait_until(lambda: c.client.zcard("dagrelay:leases") == 0, 15)
     assert c.client.zcard("dagrelay:deadlines") == 0
     steps_per_s = RUNS * 19 / elapsed
     measure(

@@ -2,9 +2,16 @@
 -- KEYS: meta status remaining out rec att claims events times
 -- ARGV: step, at
 -- Returns {1, next attempt} to re-send, {2, lost attempt} when the run is stopping (the
--- caller records the step cancelled), or {0} when the lease is alive or the step moved on.
+-- caller records the step cancelled), {3} when the step is terminal (its completer may
+-- have died before deciding its dependents: the caller repairs), or {0} when the lease
+-- is alive or the step is queued again.
 local step = ARGV[1]
-if redis.call('HGET', KEYS[2], step) ~= 'running' then return {0} end
+local st = redis.call('HGET', KEYS[2], step)
+if st == 'succeeded' or st == 'failed' or st == 'skipped' or st == 'upstream_failed'
+    or st == 'cancelled' then
+  return {3}
+end
+if st ~= 'running' then return {0} end
 local claim = redis.call('HGET', KEYS[7], step)
 if not claim then return {0} end
 local a, e = string.match(claim, '^(%d+)|[^|]*|(%d+)$')
