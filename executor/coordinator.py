@@ -161,6 +161,9 @@ class Coordinator:
             ctx.dag.dependents[step_id],
         )
         if not done.applied:
+            # Recorded already: by another attempt, or by this call whose first reply was
+            # lost and which redis-py retried. Make sure the dependents were decided.
+            self.repair(ctx, step_id)
             return None
         if ctx.scheduler.stops_run(status):  # type: ignore[arg-type]
             self.stop(ctx.run_id, "failed")

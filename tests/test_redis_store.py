@@ -521,3 +521,14 @@ def test_scripts_forgotten_by_redis_are_loaded_again(store):
     store.client.script_flush()
     assert complete(store, run_id, "a", output=1).applied
     assert store.all_outputs(run_id) == {"a": 1}
+
+
+def test_mark_queued_called_again_still_returns_what_it_queued(store):
+    """A retried call whose first reply was lost must still send its messages; a step
+    queued for a retry (attempt 2) or running is not sent again."""
+    run_id = new_run(store, {"a": [], "b": [], "c": []})
+    assert store.mark_queued(run_id, ["a", "b", "c"], now()) == ["a", "b", "c"]
+    assert claim(store, run_id, "b").kind == "ok"  # running now
+    assert claim(store, run_id, "c").kind == "ok"
+    assert store.retry(run_id, "c", 1, json.dumps({"number": 1}), now(), "w1", "boom")
+    assert store.mark_queued(run_id, ["a", "b", "c"], now()) == ["a"]

@@ -1,7 +1,9 @@
 -- Move decided-to-run steps from pending to queued; only those are then sent.
 -- KEYS: meta status remaining out rec att claims events times
 -- ARGV: queued_at, steps...
--- Returns the steps that moved (a step already queued by another process is left out).
+-- Returns the steps to send: those that moved, and those already queued for attempt 1 (a
+-- retried call whose first reply was lost must still send; a duplicate message is
+-- dropped by the claim).
 local stop = redis.call('HGET', KEYS[1], 'stop')
 if stop and stop ~= '' then return {} end
 local moved = {}
@@ -12,6 +14,9 @@ for i = 2, #ARGV do
     redis.call('HSET', KEYS[9], step .. ':q', ARGV[1])
     redis.call('HSET', KEYS[7], step .. ':next', 1)
     redis.call('XADD', KEYS[8], '*', 'step', step, 'status', 'queued', 'at', ARGV[1])
+    moved[#moved + 1] = step
+  elseif redis.call('HGET', KEYS[2], step) == 'queued' and
+      redis.call('HGET', KEYS[7], step .. ':next') == '1' then
     moved[#moved + 1] = step
   end
 end
