@@ -116,12 +116,14 @@ class LocalRun:
                 # Queued (e.g. waiting for a concurrency slot) when the run stopped: its
                 # task must not go on to call the tool.
                 task.cancel()
-        for sid in actions.run:
-            rec = self.records[sid]
-            rec.status = "queued"
-            rec.queued_at = now()
-            self.tasks[sid] = asyncio.get_running_loop().create_task(self._run_step(sid))
-            self._emit(sid, "queued")
+        if actions.run:
+            loop = asyncio.get_running_loop()
+            for sid in actions.run:
+                rec = self.records[sid]
+                rec.status = "queued"
+                rec.queued_at = queued = now()
+                self.tasks[sid] = loop.create_task(self._run_step(sid))
+                self._emit(sid, "queued", at=queued)
         for sid in actions.cancel_running:
             task = self.tasks.get(sid)
             if task is not None:
@@ -146,9 +148,14 @@ class LocalRun:
             loop.call_soon_threadsafe(self._stop, "cancelled")
 
     def _emit(
-        self, sid: str, status: str, attempt: int | None = None, error: str | None = None
+        self,
+        sid: str,
+        status: str,
+        attempt: int | None = None,
+        error: str | None = None,
+        at: datetime | None = None,
     ) -> None:
-        self.log.add(sid, status, now(), attempt, error)
+        self.log.add(sid, status, at or now(), attempt, error)
 
     # One step --------------------------------------------------------------------
     async def _run_step(self, sid: str) -> None:
@@ -165,7 +172,12 @@ class LocalRun:
 
         def started(number: int, _: StepError | None) -> None:
             self.state.mark_running(sid)
-            self._emit(sid, "running", number)
+            self._emit(sid, "running", number, at=rec.started_at)
+
+        # No limit configured: no slot to take (the common case stays cheap).
+        slot = None
+        if backend.max_concurrency is not None or tool.max_concurrency is not None:
+            slot = lambda: backend.slot(tool)  # noqa: E731
 
         def retrying(number: int, error: StepError | None) -> None:
             self._emit(sid, "retrying", number, str(error))
@@ -182,7 +194,7 @@ class LocalRun:
                     self.dag.predicates.get(sid),
                     backend.call,
                     backend.worker,
-                    slot=lambda: backend.slot(tool),
+                    slot=slot,
                     t_queued=time.perf_counter(),
                     on_start=started,
                 )
@@ -196,7 +208,7 @@ class LocalRun:
                     scope.resolve,
                     backend.call,
                     backend.worker,
-                    slot=lambda: backend.slot(tool),
+                    slot=slot,
                     t_queued=time.perf_counter(),
                     on_start=started,
                     on_retry=retrying,
