@@ -18,6 +18,7 @@ from executor.backends.redis_store import RedisStore
 from executor.backends.wakeup import WakingRedisBroker
 from executor.coordinator import ACTOR_NAME
 from executor.tools import ToolRegistry, default_registry, load_tools
+from workers.periodic import Periodic
 from workers.runtime import StepRuntime
 from workers.settings import Settings
 from workers.tracing import ObservabilityMiddleware
@@ -54,30 +55,17 @@ class WorkerBroker(WakingRedisBroker):
             self._maintaining.on = False
 
 
-class Maintainer:
+class Maintainer(Periodic):
     """A thread per worker process: heartbeat and dead-worker maintenance every period."""
 
+    name = "dagrelay-maint"
+
     def __init__(self, broker: WorkerBroker, period: float) -> None:
+        super().__init__(period)
         self.broker = broker
-        self.period = period
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="dagrelay-maint", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stopping.wait(self.period):
-            try:
-                self.broker.maintain()
-            except Exception:
-                log.warning("broker maintenance failed", exc_info=True)
+    def tick(self) -> None:
+        self.broker.maintain()
 
 
 class DagrelayMiddleware(Middleware):

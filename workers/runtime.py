@@ -28,6 +28,7 @@ from executor.retry import NO_RETRY
 from executor.tools import Tool, ToolRegistry, check_output_size
 from executor.tracing import record_error
 from workers.monitor import Monitor, StepCancelled, Tracked
+from workers.periodic import Periodic
 from workers.settings import Settings
 from workers.tracing import step_scope
 
@@ -349,29 +350,18 @@ def _seconds(start_iso: str, end_iso: str) -> float:
     return (datetime.fromisoformat(end_iso) - datetime.fromisoformat(start_iso)).total_seconds()
 
 
-class Sweeper:
-    """Re-queues steps whose worker died (lease expired) and stops overdue runs."""
+class Sweeper(Periodic):
+    """Re-queues steps whose worker died (lease expired), repairs steps whose completer
+    died, and stops overdue runs."""
+
+    name = "dagrelay-sweeper"
 
     def __init__(self, runtime: StepRuntime) -> None:
+        super().__init__(runtime.settings.sweep_seconds)
         self.runtime = runtime
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="dagrelay-sweeper", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stopping.wait(self.runtime.settings.sweep_seconds):
-            try:
-                self.sweep()
-            except Exception:
-                log.exception("sweep failed")
+    def tick(self) -> None:
+        self.sweep()
 
     def sweep(self) -> None:
         """One pass: expired leases and run deadlines."""
