@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
 from executor import __version__, cli_report, cli_runs, logs
@@ -34,6 +33,7 @@ from executor.cli_common import (
     check_run_id,
     fail,
     guard,
+    load_result,
     make_executor,
     one_line,
     parse_inputs,
@@ -241,16 +241,7 @@ def graph(
 
 def read_result(path: str, flow: Flow) -> ExecutionResult:
     """An `ExecutionResult` saved by `dagrelay run --json`, checked to be of `flow`."""
-    try:
-        result = ExecutionResult.model_validate_json(Path(path).read_bytes())
-    except FileNotFoundError:
-        fail(f"{path}: no such file", EXIT_USAGE)
-    except OSError as exc:
-        fail(one_line(f"{path}: cannot read: {exc.strerror or exc}"), EXIT_USAGE)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<file>"
-        fail(one_line(f"{path}: not an ExecutionResult: {where}: {first['msg']}"), EXIT_USAGE)
+    result = load_result(path)
     if result.flow_name != flow.name:
         fail(f"{path}: is a run of flow {result.flow_name!r}, not {flow.name!r}", EXIT_USAGE)
     return result

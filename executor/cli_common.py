@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from executor.client import FlowExecutor
@@ -237,3 +238,19 @@ def submit_flow(
         return executor.submit(flow, inputs, run_id=run_id)
     except FlowValidationError as exc:
         raise FlowValidationError(exc.problems, exc.source or source) from None
+
+
+def load_result(path: str) -> ExecutionResult:
+    """An `ExecutionResult` saved as JSON (`run --json`, `result --json`, the API)."""
+    try:
+        return ExecutionResult.model_validate_json(Path(path).read_bytes())
+    except FileNotFoundError:
+        fail(f"{path}: no such file", EXIT_USAGE)
+    except IsADirectoryError:
+        fail(f"{path}: is a directory, not a result file", EXIT_USAGE)
+    except OSError as exc:
+        fail(one_line(f"{path}: cannot read: {exc.strerror or exc}"), EXIT_USAGE)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<file>"
+        fail(one_line(f"{path}: not an ExecutionResult: {where}: {first['msg']}"), EXIT_USAGE)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from executor.cli_common import (
     DEFAULT_REDIS_URL,
@@ -28,6 +27,7 @@ from executor.cli_common import (
     check_run_id,
     fail,
     guard,
+    load_result,
     make_executor,
     one_line,
     redis_errors,
@@ -54,22 +54,6 @@ def write_report(result: ExecutionResult, path: str) -> str:
     except OSError as exc:
         fail(one_line(f"{path}: cannot write: {exc.strerror or exc}"), EXIT_USAGE)
     return kind
-
-
-def load_result(path: str) -> ExecutionResult:
-    """An `ExecutionResult` saved as JSON (`run --json`, `result --json`, the API)."""
-    try:
-        return ExecutionResult.model_validate_json(Path(path).read_bytes())
-    except FileNotFoundError:
-        fail(f"{path}: no such file", EXIT_USAGE)
-    except IsADirectoryError:
-        fail(f"{path}: is a directory, not a result file", EXIT_USAGE)
-    except OSError as exc:
-        fail(one_line(f"{path}: cannot read: {exc.strerror or exc}"), EXIT_USAGE)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<file>"
-        fail(one_line(f"{path}: not an ExecutionResult: {where}: {first['msg']}"), EXIT_USAGE)
 
 
 def report(
