@@ -42,7 +42,14 @@ from executor.backends.redis_store import RedisStore
 from executor.coordinator import StepMessage
 from tests import dist_tools
 from tests.conformance.tools import read_lines
-from tests.support.servers import ROOT, RedisServer, WorkerProcess, free_port
+from tests.support.servers import (
+    ROOT,
+    RedisServer,
+    WorkerProcess,
+    descendants,
+    free_port,
+    worker_pid,
+)
 
 pytestmark = pytest.mark.timeout(120)
 TOOLS = "tests.dist_tools"
@@ -361,32 +368,6 @@ def test_fail_fast_never_records_upstream_failed_even_between_a_failure_and_its_
 
 
 # Part 2: real redis-server, real worker processes ---------------------------------------
-def descendants(pid: int) -> set[int]:
-    """`pid` and every process below it (Dramatiq forks its worker processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        found.add(p)
-        todo.extend(children.get(p, []))
-    return found
-
-
-def worker_pid(worker: str | None) -> int:
-    """The process id in a step's `worker` (`host:pid:thread`)."""
-    assert worker, "the step records no worker"
-    return int(worker.split(":")[1])
-
-
 def overlap_depth(spans: list[tuple[datetime, datetime]]) -> int:
     """The largest number of spans that are open at one instant."""
     points = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])

@@ -18,7 +18,7 @@ import redis
 
 from executor import ExecutionResult, FlowExecutor
 from tests import fault_tools
-from tests.support.servers import ROOT, RedisServer, WorkerProcess
+from tests.support.servers import ROOT, RedisServer, WorkerProcess, descendants
 
 TOOLS = "tests.fault_tools"
 #: Short leases so that a lost worker costs about two seconds, not the default ~7.
@@ -60,32 +60,6 @@ def trace(path: str | Path) -> list[tuple[str, int, float]]:
         kind, pid, at = line.split()
         out.append((kind, int(pid), float(at)))
     return out
-
-
-def descendants(pid: int) -> set[int]:
-    """`pid` and every process below it (Dramatiq forks its worker processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        found.add(p)
-        todo.extend(children.get(p, []))
-    return found
-
-
-def worker_pid(worker: str | None) -> int:
-    """The process id in a step's `worker` (`host:pid:thread`)."""
-    assert worker, "the step records no worker"
-    return int(worker.split(":")[1])
 
 
 def one_final_record_each(result: ExecutionResult) -> None:

@@ -9,15 +9,8 @@ import time
 import pytest
 
 from executor import Flow, Step
-from tests.faults.support import (
-    WAIT,
-    descendants,
-    measure,
-    one_final_record_each,
-    trace,
-    wait_until,
-    worker_pid,
-)
+from tests.faults.support import WAIT, measure, one_final_record_each, trace, wait_until
+from tests.support.servers import descendants, worker_pid
 
 pytestmark = pytest.mark.timeout(180)
 

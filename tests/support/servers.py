@@ -175,3 +175,29 @@ class WorkerProcess:
             return self.proc.wait()
         finally:
             self._log.close()
+
+
+def descendants(pid: int) -> set[int]:
+    """`pid` and every process below it (Dramatiq forks its worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        found.add(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def worker_pid(worker: str | None) -> int:
+    """The process id in a step's `worker` (`host:pid:thread`)."""
+    assert worker, "the step records no worker"
+    return int(worker.split(":")[1])
