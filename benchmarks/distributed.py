@@ -47,11 +47,12 @@ def round_trips(url: str, n: int = 2000) -> dict[str, float]:
 class Cluster:
     """A redis-server plus one dagrelay worker process (processes × threads)."""
 
-    def __init__(self, threads: int = 8, processes: int = 1) -> None:
+    def __init__(self, threads: int = 8, processes: int = 1, async_steps: int = 0) -> None:
         self.server = RedisServer().start()
         self.threads, self.processes = threads, processes
+        env = {"DAGRELAY_ASYNC_STEPS": str(async_steps)} if async_steps else None
         self.worker = WorkerProcess(
-            self.server.url, "benchmarks.tools", processes=processes, threads=threads
+            self.server.url, "benchmarks.tools", processes=processes, threads=threads, env=env
         ).wait_ready(processes)
         self.ex = FlowExecutor(self.server.url, registry=registry)
 

@@ -262,6 +262,17 @@ def worker(
         list[str] | None,
         typer.Option("--queues", "-Q", help="Queues to serve (repeat, or comma-separated)."),
     ] = None,
+    async_steps: Annotated[
+        int,
+        typer.Option(
+            "--async-steps",
+            min=0,
+            envvar="DAGRELAY_ASYNC_STEPS",
+            help="Async steps a process runs at once without holding a thread (0: one "
+            "step per thread). Their messages are acknowledged when claimed; their "
+            "leases keep them safe.",
+        ),
+    ] = 0,
 ) -> None:
     """Run Dramatiq worker processes that execute flow steps (distributed mode)."""
     from executor.launch import run_worker  # only the worker needs the launcher
@@ -272,7 +283,7 @@ def worker(
         names = [q for part in queues or () for q in part.replace(",", " ").split()]
         url = redis_url(redis) if redis else None  # a malformed URL: say so, here
         try:
-            code = run_worker(tools, url, processes, threads, names)
+            code = run_worker(tools, url, processes, threads, names, async_steps=async_steps)
         except DagrelayError as exc:  # the tools module does not import
             fail(one_line(str(exc)), EXIT_USAGE)
     raise typer.Exit(code)

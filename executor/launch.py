@@ -68,11 +68,18 @@ def run_worker(
     threads: int,
     queues: Sequence[str],
     namespace: str | None = None,
+    async_steps: int = 0,
 ) -> int:
-    """Run worker processes in the foreground until they stop; returns the exit code."""
+    """Run worker processes in the foreground until they stop; returns the exit code.
+
+    Args:
+        async_steps: async steps a process may run at once without holding a thread.
+    """
     check_tools(tools)
     argv = worker_argv(processes, threads, queues)
     env = worker_env(tools, redis_url, queues, namespace)
+    if async_steps:
+        env["DAGRELAY_ASYNC_STEPS"] = str(async_steps)
     if hasattr(os, "execvpe"):
         os.execvpe(argv[0], argv, env)  # signals go straight to Dramatiq's supervisor
     return subprocess.call(argv, env=env)  # pragma: no cover - platforms without exec

@@ -27,12 +27,15 @@ from executor.result import StepError, StepRecord
 from executor.retry import NO_RETRY
 from executor.tools import Tool, ToolRegistry, check_output_size
 from executor.tracing import record_error
+from workers.detached import AsyncSteps
 from workers.monitor import Monitor, StepCancelled, Tracked
 from workers.periodic import Periodic
 from workers.settings import Settings
 from workers.tracing import step_scope
 
 log = logging.getLogger("dagrelay.worker")
+# What an attempt came to: status, output, the exception (to retry on), the error.
+Outcome = tuple[str, Any, Exception | None, StepError | None]
 # A step whose tool has no free slot comes back after this long (still queued).
 SLOT_RETRY_MS = 20
 
@@ -53,6 +56,7 @@ class StepRuntime:
         self.worker_base = f"{socket.gethostname()}:{os.getpid()}"
         self._local = threading.local()
         self.draining = False  # shutting down: no new work in place
+        self.detached = AsyncSteps(settings.async_steps) if settings.async_steps > 0 else None
         self._tool_threads = concurrent.futures.ThreadPoolExecutor(
             settings.tool_threads, thread_name_prefix="dagrelay-tool"
         )
@@ -63,8 +67,12 @@ class StepRuntime:
     def start(self) -> None:
         self.monitor.start()
         self.sweeper.start()
+        if self.detached is not None:
+            self.detached.start()
 
     def stop(self) -> None:
+        if self.detached is not None:
+            self.detached.drain(timeout=30)  # leases stay renewed meanwhile
         self.sweeper.stop()
         self.monitor.stop()
         self._tool_threads.shutdown(wait=False, cancel_futures=True)
@@ -130,6 +138,16 @@ class StepRuntime:
         step = ctx.dag.steps[step_id]
         tool = self.registry.get(step.tool) if step.tool in self.registry else None
         slot = (tool.name, tool.max_concurrency) if tool and tool.max_concurrency else None
+        detach = (
+            self.detached is not None
+            and tool is not None
+            and tool.is_async
+            and step.map is None
+            and slot is None
+        )
+        if detach:
+            assert self.detached is not None
+            self.detached.slots.acquire()  # back-pressure: this thread waits for a slot
         claim = self.store.claim(
             ctx.run_id,
             step_id,
@@ -143,6 +161,9 @@ class StepRuntime:
             inplace=inplace,
             drop_hints=self._take_drops(),
         )
+        if detach and claim.kind != "ok":
+            assert self.detached is not None
+            self.detached.slots.release()
         if claim.kind == "full":
             # Every slot of the tool is taken cluster-wide: the step stays queued (its
             # queue_wait grows) and this message comes back shortly.
@@ -158,8 +179,62 @@ class StepRuntime:
                 claim.detail,
             )
             return None
+        if detach:
+            assert self.detached is not None and tool is not None
+            self.detached.submit(self._detached_step(ctx, step, tool, claim, keep))
+            return None
         with step_scope(ctx.run_id, step_id, claim.attempt, self.worker, step.tool):
             return self._execute(ctx, step, tool, claim, keep)  # its span, its log ids
+
+    async def _detached_step(
+        self,
+        ctx: RunContext,
+        step: Step,
+        tool: Tool,
+        claim: Claim,
+        keep: Callable[[str], bool] | None,
+    ) -> None:
+        """A claimed async step on the shared loop: call, then record it in the pool."""
+        assert self.detached is not None
+        loop = asyncio.get_running_loop()
+        kept: str | None = None
+        try:
+            record, attempt_rec = self._begin(step, claim)
+            t0 = time.perf_counter()
+            tracked = self.monitor.track(ctx.run_id, step.id, claim.attempt, tool=step.tool)
+            with tracked.lock:
+                tracked.loop, tracked.task = loop, asyncio.current_task()
+            try:
+                kwargs, timeout = self._prepare(ctx, step, tool, claim, record)
+                output = tool.dump_output(await call_tool(tool, kwargs, timeout, None))
+                outcome: Outcome = ("succeeded", output, None, None)
+            except asyncio.CancelledError:
+                why = tracked.reason or "stopped"
+                outcome = (
+                    "cancelled",
+                    None,
+                    None,
+                    StepError(type="CancelledError", message=f"run {why}"),
+                )
+            except Exception as exc:
+                outcome = ("failed", None, exc, StepError.from_exception(exc, format_tb(exc)))
+            finally:
+                attempt_rec.update(finished_at=now_iso(), duration=time.perf_counter() - t0)
+                self.monitor.untrack(tracked)
+            kept = await loop.run_in_executor(
+                self.detached.pool,
+                lambda: self._finish(ctx, step, tool, claim, record, attempt_rec, outcome, keep),
+            )
+        finally:
+            self.detached.slots.release()
+        if kept is not None:  # continue in place, in the pool (it may detach again)
+            self.detached.pool.submit(self._continue, ctx, kept, keep)
+
+    def _continue(
+        self, ctx: RunContext, step_id: str | None, keep: Callable[[str], bool] | None
+    ) -> None:
+        while step_id is not None:
+            step_id = self._run_one(ctx, step_id, 1, True, keep)
 
     def _take_drops(self) -> list[str]:
         drops: list[str] = getattr(self._local, "drops", [])
@@ -178,10 +253,16 @@ class StepRuntime:
         keep: Callable[[str], bool] | None,
     ) -> str | None:
         """Run a claimed attempt, then record it: retry, or complete and coordinate."""
-        run_id, step_id, number, worker = ctx.run_id, step.id, claim.attempt, self.worker
+        record, attempt_rec = self._begin(step, claim)
+        outcome = self._attempt(ctx, step, tool, claim, record, attempt_rec)
+        return self._finish(ctx, step, tool, claim, record, attempt_rec, outcome, keep)
+
+    def _begin(self, step: Step, claim: Claim) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The step record and attempt record of a claimed attempt, as it starts."""
         # Times of this attempt are taken once it holds its claim (and any tool slot), so
         # that intervals of a limited tool never appear to overlap.
         started = now_iso()
+        number, worker = claim.attempt, self.worker
         attempt_rec: dict[str, Any] = {"number": number, "started_at": started, "worker": worker}
         first_start = started if number == 1 or not claim.started_at else claim.started_at
         record: dict[str, Any] = {
@@ -191,7 +272,22 @@ class StepRuntime:
         }
         if claim.queued_at:
             record["queue_wait"] = max(0.0, _seconds(claim.queued_at, first_start))
-        status, output, exc, error = self._attempt(ctx, step, tool, claim, record, attempt_rec)
+        return record, attempt_rec
+
+    def _finish(
+        self,
+        ctx: RunContext,
+        step: Step,
+        tool: Tool | None,
+        claim: Claim,
+        record: dict[str, Any],
+        attempt_rec: dict[str, Any],
+        outcome: Outcome,
+        keep: Callable[[str], bool] | None,
+    ) -> str | None:
+        """Record an attempt's outcome: retry it, or complete the step and coordinate."""
+        run_id, step_id, number, worker = ctx.run_id, step.id, claim.attempt, self.worker
+        status, output, exc, error = outcome
         output_json = json.dumps(output) if status == "succeeded" else ""
         try:
             check_output_size(step.tool, output_json, self.settings.max_output_bytes)
@@ -234,6 +330,15 @@ class StepRuntime:
         self._local.drops = [*getattr(self._local, "drops", []), f"{run_id}|{step_id}"]
         return kept
 
+    def _prepare(
+        self, ctx: RunContext, step: Step, tool: Tool, claim: Claim, record: dict[str, Any]
+    ) -> tuple[dict[str, Any], float | None]:
+        """The validated keyword arguments of a call, and its timeout."""
+        data = Scope(ctx.inputs, claim.outputs or {}).resolve(step.inputs)
+        record["inputs"] = data
+        timeout = step.timeout if step.timeout is not None else tool.timeout
+        return tool.validate_inputs(data), timeout
+
     def _attempt(
         self,
         ctx: RunContext,
@@ -242,7 +347,7 @@ class StepRuntime:
         claim: Claim,
         record: dict[str, Any],
         attempt_rec: dict[str, Any],
-    ) -> tuple[str, Any, Exception | None, StepError | None]:
+    ) -> Outcome:
         """Call the tool once (or a map step's items); returns status, output, error.
 
         Fills `attempt_rec` with the end time, taken before the tool slot is given back.
@@ -262,14 +367,11 @@ class StepRuntime:
                     f"tool {step.tool!r} is not registered in worker {self.worker_base} "
                     f"(known: {', '.join(self.registry.names()) or 'none'})"
                 )
-            scope = Scope(ctx.inputs, claim.outputs or {})
             if step.map is not None:
+                scope = Scope(ctx.inputs, claim.outputs or {})
                 status, output, map_error = self._run_map(ctx, step, tool, scope, record, tracked)
                 return status, output, None, map_error
-            data = scope.resolve(step.inputs)
-            record["inputs"] = data
-            kwargs = tool.validate_inputs(data)
-            timeout = step.timeout if step.timeout is not None else tool.timeout
+            kwargs, timeout = self._prepare(ctx, step, tool, claim, record)
             output = tool.dump_output(self._call(tool, kwargs, timeout, tracked))
             return "succeeded", output, None, None
         except (StepCancelled, asyncio.CancelledError):

@@ -28,6 +28,9 @@ class Settings:
     sweep_seconds: float = 1.0
     result_ttl: int = 7 * 24 * 3600
     tool_threads: int = 32
+    # Async steps a process may run at once without holding a worker thread (0: off,
+    # one step per thread). See workers/detached.py.
+    async_steps: int = 0
     # A worker process not heard from for this long is presumed dead: the messages it
     # had fetched but not started go back to their queue (Dramatiq's maintenance).
     heartbeat_seconds: float = 10.0
@@ -51,6 +54,7 @@ class Settings:
             sweep_seconds=float(e.get("DAGRELAY_SWEEP_SECONDS", "1")),
             result_ttl=int(e.get("DAGRELAY_RESULT_TTL", str(7 * 24 * 3600))),
             tool_threads=int(e.get("DAGRELAY_TOOL_THREADS", "32")),
+            async_steps=int(e.get("DAGRELAY_ASYNC_STEPS", "0")),
             heartbeat_seconds=float(e.get("DAGRELAY_HEARTBEAT_SECONDS", "10")),
             redis_retry_seconds=float(e.get("DAGRELAY_REDIS_RETRY_SECONDS", "60")),
             max_output_bytes=int(e.get("DAGRELAY_MAX_OUTPUT_BYTES", str(DEFAULT_MAX_OUTPUT_BYTES))),

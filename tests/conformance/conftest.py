@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -132,6 +132,7 @@ class RedisRealFactory(BackendFactory):
     """A real redis-server on a free port and a real `dagrelay worker` process."""
 
     name = "redis-real"
+    env: ClassVar[dict[str, str]] = {}
 
     def __init__(self) -> None:
         from tests.support.servers import RedisServer, WorkerProcess
@@ -139,7 +140,11 @@ class RedisRealFactory(BackendFactory):
         self.server = RedisServer().start()
         try:
             self.worker = WorkerProcess(
-                self.server.url, "tests.conformance.tools", processes=1, threads=16
+                self.server.url,
+                "tests.conformance.tools",
+                processes=1,
+                threads=16,
+                env=self.env,
             ).wait_ready()
         except BaseException:
             self.server.close()
@@ -153,11 +158,19 @@ class RedisRealFactory(BackendFactory):
         self.server.close()
 
 
-BACKENDS = ["local", "redis-fake", "redis-real"]
+class RedisAsyncFactory(RedisRealFactory):
+    """The same, with async steps detached from worker threads (`--async-steps`)."""
+
+    name = "redis-async"
+    env: ClassVar[dict[str, str]] = {"DAGRELAY_ASYNC_STEPS": "100"}
+
+
+BACKENDS = ["local", "redis-fake", "redis-real", "redis-async"]
 _FACTORIES: dict[str, type[BackendFactory]] = {
     "local": LocalFactory,
     "redis-fake": RedisFakeFactory,
     "redis-real": RedisRealFactory,
+    "redis-async": RedisAsyncFactory,
 }
 
 
