@@ -33,6 +33,15 @@ def traced(log: str, seconds: float = 0.0, value: Any = None) -> Any:
 
 
 @tool(registry=registry)
+async def atraced(log: str, seconds: float = 0.0, value: Any = None) -> Any:
+    """`traced`, awaiting instead of blocking (a step a worker may detach)."""
+    append_line(log, f"start {os.getpid()} {time.time()!r}")
+    await asyncio.sleep(seconds)
+    append_line(log, f"end {os.getpid()} {time.time()!r}")
+    return value
+
+
+@tool(registry=registry)
 async def inc(x: int, seconds: float = 0.0) -> int:
     """`x + 1`, after an (async) sleep: the unit of the load test's chains."""
     if seconds:

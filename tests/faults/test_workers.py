@@ -181,3 +181,52 @@ def test_a_frozen_worker_is_taken_over_and_its_late_result_is_dropped(make_clust
     time.sleep(1)  # ... and tries to record it: that must change nothing.
     assert handle.result().model_dump() == result.model_dump()
     assert frozen.proc.poll() is None  # and the thawed worker lives on
+
+
+def test_a_worker_killed_mid_detached_async_step_costs_a_lease(make_cluster, tmp_path):
+    """With --async-steps the step's message is acknowledged when it is claimed: only
+    its lease stands for it. SIGKILL the worker: another one runs attempt 2."""
+    c = make_cluster()
+    c.start_workers(2, env={"DAGRELAY_ASYNC_STEPS": "10"})
+    log = str(tmp_path / "trace")
+    flow = Flow(
+        name="detached-victim",
+        steps=[Step(id="victim", tool="atraced", inputs={"log": log, "seconds": 1.0, "value": 7})],
+        output="$steps.victim",
+    )
+    handle = c.executor().submit(flow)
+    assert wait_until(lambda: len(starts(log)) == 1), c.logs()
+    doomed = c.worker_of(starts(log)[0][0])
+    killed_at = time.time()
+    c.kill(doomed)
+    result = handle.wait(timeout=WAIT)
+    assert result.status == "succeeded" and result.output == 7, c.logs()
+    one_final_record_each(result)
+    first, second = result.steps["victim"].attempts
+    assert first.error is not None and first.error.type == "WorkerLost"
+    assert second.error is None
+    measure("worker SIGKILL mid detached async step -> restarted", starts(log)[1][1] - killed_at)
+
+
+def test_sigterm_lets_a_detached_async_step_finish_once(make_cluster, tmp_path):
+    """A detached step's message is already acknowledged: on SIGTERM the worker still
+    waits for it (its lease renewed meanwhile), records it, then exits cleanly."""
+    c = make_cluster()
+    c.start_workers(2, env={"DAGRELAY_ASYNC_STEPS": "10"})
+    log = str(tmp_path / "trace")
+    flow = Flow(
+        name="detached-leaving",
+        steps=[Step(id="victim", tool="atraced", inputs={"log": log, "seconds": 2.0, "value": 3})],
+        output="$steps.victim",
+    )
+    handle = c.executor().submit(flow)
+    assert wait_until(lambda: len(starts(log)) == 1), c.logs()
+    leaving = c.worker_of(starts(log)[0][0])
+    leaving_pids = descendants(leaving.proc.pid)
+    leaving.signal(signal.SIGTERM)
+    result = handle.wait(timeout=WAIT)
+    assert result.status == "succeeded" and result.output == 3, c.logs()
+    victim = result.steps["victim"]
+    assert len(victim.attempts) == 1 and victim.attempts[0].error is None
+    assert [(k, p in leaving_pids) for k, p, _ in trace(log)] == [("start", True), ("end", True)]
+    assert leaving.proc.wait(WAIT) == 0, leaving.log()
