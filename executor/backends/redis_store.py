@@ -402,9 +402,6 @@ class RedisStore:
         if leases:
             self.client.zadd(self.leases_key, leases)  # type: ignore[arg-type]
 
-    def drop_lease(self, run_id: str, step: str) -> None:
-        self.client.zrem(self.leases_key, f"{run_id}|{step}")
-
     def expired_leases(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
         members = self.client.zrangebyscore(self.leases_key, 0, now, start=0, num=limit)
         return [(m.split("|", 1)[0], m.split("|", 1)[1]) for m in members]
