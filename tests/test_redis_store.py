@@ -532,3 +532,19 @@ def test_mark_queued_called_again_still_returns_what_it_queued(store):
     assert claim(store, run_id, "c").kind == "ok"
     assert store.retry(run_id, "c", 1, json.dumps({"number": 1}), now(), "w1", "boom")
     assert store.mark_queued(run_id, ["a", "b", "c"], now()) == ["a"]
+
+
+def test_renew_many_extends_held_leases_and_reports_stops(store):
+    run_id = new_run(store, {"a": [], "b": []})
+    store.mark_queued(run_id, ["a", "b"], now())
+    assert claim(store, run_id, "a", lease_ms=SHORT_LEASE).kind == "ok"
+    assert claim(store, run_id, "b", lease_ms=SHORT_LEASE).kind == "ok"
+    assert store.renew_many([(run_id, "a", 1), (run_id, "b", 2)], 10_000) == [
+        (True, ""),
+        (False, ""),  # attempt 2 holds nothing
+    ]
+    time.sleep(3 * SHORT_LEASE / 1000)
+    assert claim(store, run_id, "a", worker="w2").kind == "busy"  # renewed: still held
+    assert claim(store, run_id, "b", worker="w2").attempt == 2  # not renewed: taken over
+    store.stop(run_id, "cancelled", now())
+    assert store.renew_many([(run_id, "a", 1)], 10_000) == [(True, "cancelled")]

@@ -115,9 +115,15 @@ class Monitor:
         hints: dict[str, float] = {}
         slots: list[tuple[str, str]] = []
         stops: dict[str, str] = {}
-        for t in tracked:
+        # One round trip renews every lease this process holds.
+        renewed = (
+            self.store.renew_many([(t.run_id, t.step_id, t.attempt) for t in tracked], lease_ms)
+            if renew
+            else []
+        )
+        for i, t in enumerate(tracked):
             if renew:
-                held, stop = self.store.renew(t.run_id, t.step_id, t.attempt, lease_ms)
+                held, stop = renewed[i]
                 if held:
                     hints[f"{t.run_id}|{t.step_id}"] = expiry
                     if t.slot is not None:

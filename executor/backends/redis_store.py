@@ -359,8 +359,19 @@ class RedisStore:
 
     def renew(self, run_id: str, step: str, attempt: int, lease_ms: int) -> tuple[bool, str]:
         """Extend a lease; returns (still held, the run's stop reason or '')."""
-        held, stop = self._run("renew", run_id, [step, attempt, lease_ms])
-        return bool(held), stop
+        return self.renew_many([(run_id, step, attempt)], lease_ms)[0]
+
+    def renew_many(
+        self, attempts: list[tuple[str, str, int]], lease_ms: int
+    ) -> list[tuple[bool, str]]:
+        """Extend the leases of (run, step, attempt)s in one round trip; for each, whether
+        it is still held and its run's stop reason (or '')."""
+
+        def build(pipe: Pipeline) -> None:
+            for run_id, step, attempt in attempts:
+                self._evalsha(pipe, "renew", self.keys(run_id), [step, attempt, lease_ms])
+
+        return [(bool(held), stop) for held, stop in self._batch(build)] if attempts else []
 
     def reclaim(self, run_id: str, step: str, at: str) -> tuple[int, int]:
         """Queue a step whose lease expired; see reclaim.lua for the answer."""
