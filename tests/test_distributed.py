@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -48,6 +47,7 @@ from tests.support.servers import (
     WorkerProcess,
     descendants,
     free_port,
+    python,
     worker_pid,
 )
 
@@ -437,18 +437,6 @@ def cluster() -> Iterator[Cluster]:
 def ex(cluster: Cluster) -> Iterator[FlowExecutor]:
     with cluster.executor() as executor:
         yield executor
-
-
-def python(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run a small Python script in a fresh interpreter, from the repository root."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script), *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_steps_run_concurrently_on_two_worker_processes(ex, cluster):

@@ -39,7 +39,9 @@ DEFAULT_TTL = 7 * 24 * 3600
 
 
 def _load_script(name: str) -> str:
-    return (resources.files("executor.backends") / "lua" / f"{name}.lua").read_text()
+    """A script with lib.lua's shared functions in front (Redis scripts cannot import)."""
+    folder = resources.files("executor.backends") / "lua"
+    return (folder / "lib.lua").read_text() + (folder / f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True, slots=True)

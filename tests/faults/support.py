@@ -175,18 +175,6 @@ def in_parallel(*fns: Callable[[], Any]) -> None:
         t.join()
 
 
-def python(script: str, *args: str, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
-    """Run a small Python script in a fresh interpreter, from the repository root."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script), *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def spawn(script: str, *args: str) -> subprocess.Popen[str]:
     """Start a small Python script in a fresh interpreter (stdout piped)."""
     return subprocess.Popen(

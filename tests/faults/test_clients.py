@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from executor import ExecutionResult
-from tests.faults.support import WAIT, kill_process, python, spawn, trace, wait_until
+from tests.faults.support import WAIT, kill_process, spawn, trace, wait_until
+from tests.support.servers import python
 
 pytestmark = pytest.mark.timeout(180)
 

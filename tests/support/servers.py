@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -201,3 +202,15 @@ def worker_pid(worker: str | None) -> int:
     """The process id in a step's `worker` (`host:pid:thread`)."""
     assert worker, "the step records no worker"
     return int(worker.split(":")[1])
+
+
+def python(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a small Python script in a fresh interpreter, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -15,8 +15,7 @@ if st == 'pending' and not inplace then return {'stale', st} end
 if st ~= 'pending' and st ~= 'queued' and st ~= 'running' then return {'done', st} end
 local stop = redis.call('HGET', KEYS[1], 'stop')
 if stop and stop ~= '' then return {'stopped', stop} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local wanted = tonumber(ARGV[2])
 local attempt
 local lost = 0
@@ -54,18 +53,7 @@ if limit > 0 then
   redis.call('ZADD', KEYS[10], now + tonumber(ARGV[4]), holder)
   redis.call('PEXPIRE', KEYS[10], 2 * tonumber(ARGV[4]))
 end
-if lost > 0 then
-  local field = step .. ':' .. lost
-  local raw = redis.call('HGET', KEYS[6], field)
-  if raw then
-    local rec = cjson.decode(raw)
-    if rec['finished_at'] == nil then
-      rec['finished_at'] = ARGV[5]
-      rec['error'] = {type = 'WorkerLost', message = 'the worker stopped renewing its lease'}
-      redis.call('HSET', KEYS[6], field, cjson.encode(rec))
-    end
-  end
-end
+if lost > 0 then mark_lost(KEYS[6], step .. ':' .. lost, ARGV[5]) end
 redis.call('HSET', KEYS[2], step, 'running')
 redis.call('HSET', KEYS[7], step, attempt .. '|' .. ARGV[3] .. '|' .. (now + tonumber(ARGV[4])))
 redis.call('HSETNX', KEYS[9], step .. ':s', ARGV[5])

@@ -15,20 +15,10 @@ if st ~= 'running' then return {0} end
 local claim = redis.call('HGET', KEYS[7], step)
 if not claim then return {0} end
 local a, e = string.match(claim, '^(%d+)|[^|]*|(%d+)$')
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 if tonumber(e) > now then return {0} end
 local attempt = tonumber(a)
-local field = step .. ':' .. attempt
-local raw = redis.call('HGET', KEYS[6], field)
-if raw then
-  local rec = cjson.decode(raw)
-  if rec['finished_at'] == nil then
-    rec['finished_at'] = ARGV[2]
-    rec['error'] = {type = 'WorkerLost', message = 'the worker stopped renewing its lease'}
-    redis.call('HSET', KEYS[6], field, cjson.encode(rec))
-  end
-end
+mark_lost(KEYS[6], step .. ':' .. attempt, ARGV[2])
 local stop = redis.call('HGET', KEYS[1], 'stop')
 if stop and stop ~= '' then return {2, attempt} end
 redis.call('HSET', KEYS[2], step, 'queued')

@@ -8,7 +8,6 @@ local claim = redis.call('HGET', KEYS[7], step)
 if not claim or redis.call('HGET', KEYS[2], step) ~= 'running' then return {0, stop} end
 local a, token = string.match(claim, '^(%d+)|([^|]*)|')
 if a ~= ARGV[2] then return {0, stop} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('HSET', KEYS[7], step, a .. '|' .. token .. '|' .. (now + tonumber(ARGV[3])))
 return {1, stop}
