@@ -158,11 +158,16 @@ def test_tampered_redis_state_cannot_make_a_worker_import_or_call(cluster, marke
         err = forged_result.steps["x"].error
         assert err is not None and "'marker_mod.boom' is not registered" in err.message
         # The worker survived all of it and still serves runs.
-        after = client.run(
-            Flow(name="after", steps=[Step(id="a", tool="add", inputs={"a": 1, "b": 1})]),
-            timeout=WAIT,
-        )
+        try:
+            after = client.run(
+                Flow(name="after", steps=[Step(id="a", tool="add", inputs={"a": 1, "b": 1})]),
+                timeout=WAIT,
+            )
+        except TimeoutError as e:
+            raise AssertionError(cluster.logs()) from e
         assert after.status == "succeeded"
+    # The bytes that were no message at all went to the dead letters, not a stuck ack set.
+    assert cluster.client.zscore("dramatiq:dagrelay.XQ", "garbage-id") is not None
     assert not (marker_dir / "touched").exists()
     assert cluster.workers[0].proc.poll() is None
 

@@ -10,6 +10,7 @@ Dramatiq's own scripts with its acks, requeues and delayed queues.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 from uuid import uuid4
@@ -18,8 +19,10 @@ import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis, dq_name
-from dramatiq.errors import ConnectionClosed
+from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
+
+logger = logging.getLogger("dagrelay.broker")
 
 # While messages are in flight (or delayed ones wait for their eta), come back this often.
 DUE_CHECK_SECONDS = 0.01
@@ -102,7 +105,11 @@ class _WakingConsumer(_RedisConsumer):
                     if data is None:
                         continue
                     self.misses = 0
-                    message = Message.decode(data)
+                    try:
+                        message = Message.decode(data)
+                    except DecodeError:
+                        self._reject_undecodable(data)
+                        continue
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
                 messages: list[bytes] = []
@@ -115,6 +122,25 @@ class _WakingConsumer(_RedisConsumer):
                     return None
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None
+
+    def _reject_undecodable(self, data: bytes) -> None:
+        # Dramatiq's consumer raises here and restarts, stranding the rest of the
+        # fetched batch in this worker's ack set until it exits. Instead move the bad
+        # entry to the dead-letter queue (found by its bytes: the fetch script returns
+        # no ids) and go on with the batch.
+        broker = self.broker
+        acks = f"{broker.namespace}:__acks__.{broker.broker_id}.{self.queue_name}"
+        ids = sorted(broker.client.smembers(acks))
+        msgs = f"{broker.namespace}:{self.queue_name}.msgs"
+        stored = broker.client.hmget(msgs, ids) if ids else []
+        bad = [i for i, d in zip(ids, stored, strict=True) if d == data]
+        for message_id in bad:
+            broker.do_nack(self.queue_name, message_id)
+        logger.error(
+            "undecodable message on queue %r moved to the dead-letter queue: %r",
+            self.queue_name,
+            data[:200],
+        )
 
     def _idle_wait(self) -> None:
         # The worker's consumer thread handles acks and due delayed messages between
