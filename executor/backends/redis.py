@@ -188,6 +188,10 @@ class RedisRunHandle(RunHandle):
                 left = deadline - time.monotonic()
                 # Out of time: one last non-blocking read, so a finished run still answers.
                 block = max(1, min(1000, int(left * 1000))) if left > 0 else None
+            to_deadline = None if run_deadline is None else run_deadline - time.time()
+            if block is not None and to_deadline is not None and to_deadline > 0:
+                # Wake at the run's deadline to enforce it on time, sweeper or not.
+                block = max(1, min(block, int(to_deadline * 1000) + 5))
             entries = self._reconnecting(partial(store.read_events, self.run_id, last, block))
             if not entries:
                 if block is None:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import redis
-from redis.client import Pipeline
 
+from executor.backends.direct import Command, DirectConnections
 from executor.errors import RunNotFoundError
 
 KEY_NAMES = ("meta", "status", "remaining", "out", "rec", "att", "claims", "events", "times")
@@ -90,7 +89,7 @@ class RedisStore:
         self.result_ttl = result_ttl
         self._texts = {n: _load_script(n) for n in SCRIPTS}
         self._shas = {n: hashlib.sha1(t.encode()).hexdigest() for n, t in self._texts.items()}
-        self._scripts = {n: client.register_script(t) for n, t in self._texts.items()}
+        self._direct = DirectConnections(client) if DirectConnections.supported(client) else None
         self.runs_key = f"{namespace}:runs"
         self.leases_key = f"{namespace}:leases"
         self.deadlines_key = f"{namespace}:deadlines"
@@ -99,20 +98,28 @@ class RedisStore:
         """The run's keys, in the order every script expects."""
         return [f"{self.namespace}:{{{run_id}}}:{name}" for name in KEY_NAMES]
 
-    def _evalsha(self, pipe: Pipeline, name: str, keys: list[str], args: list[Any]) -> None:
-        pipe.evalsha(self._shas[name], len(keys), *keys, *args)
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> Command:
+        return ("EVALSHA", self._shas[name], len(keys), *keys, *args)
 
-    def _batch(self, build: Callable[[Pipeline], None]) -> list[Any]:
-        """Run scripts and commands in one round trip.
+    def _batch(self, commands: list[Command]) -> list[Any]:
+        """Run scripts and commands in one round trip; their raw replies.
 
-        redis-py's own script-in-pipeline support asks SCRIPT EXISTS first (a second
-        round trip every time); here a missing script (Redis restarted) is loaded on
-        the NoScriptError and the batch runs again: its plain commands are idempotent.
+        On this thread's own connection when it can (see direct.py), else (fakeredis, or
+        a connection error: the client's retry policy then rides out an outage) as a
+        pipeline. A missing script (Redis restarted) is loaded on the NoScriptError and
+        the batch runs again: scripts refuse a repeated transition, plain commands here
+        are idempotent. (redis-py's own script support asks SCRIPT EXISTS every time.)
         """
         for again in (False, True):
-            pipe = self.client.pipeline(transaction=False)
-            build(pipe)
             try:
+                if self._direct is not None:
+                    try:
+                        return self._direct.execute(commands)
+                    except (redis.ConnectionError, redis.TimeoutError):
+                        pass
+                pipe = self.client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
                 return pipe.execute()
             except redis.exceptions.NoScriptError:
                 if again:
@@ -124,7 +131,7 @@ class RedisStore:
     def _run(
         self, script: str, run_id: str, args: list[Any], extra_keys: tuple[str, ...] = ()
     ) -> Any:
-        return self._scripts[script](keys=[*self.keys(run_id), *extra_keys], args=args)
+        return self._batch([self._script(script, [*self.keys(run_id), *extra_keys], args)])[0]
 
     def semaphore_key(self, tool: str) -> str:
         """The cluster-wide concurrency slots of a tool (holders scored by lease expiry)."""
@@ -265,21 +272,20 @@ class RedisStore:
         """
         limit = semaphore[1] if semaphore else 0
         extra = (self.semaphore_key(semaphore[0]),) if semaphore else ()
-        hint = {f"{run_id}|{step}": time.time() + lease_ms / 1000}
+        hint = time.time() + lease_ms / 1000
 
-        def build(pipe: Pipeline) -> None:
-            self._evalsha(
-                pipe,
+        commands = [
+            self._script(
                 "claim",
                 [*self.keys(run_id), *extra],
                 [step, attempt, token, lease_ms, started_at, worker, limit, int(inplace), *needs],
-            )
+            ),
             # The hint is harmless when the claim is refused: the sweeper checks the claim.
-            pipe.zadd(self.leases_key, hint)  # type: ignore[arg-type]
-            if drop_hints:
-                pipe.zrem(self.leases_key, *drop_hints)
-
-        r = self._batch(build)[0]
+            ("ZADD", self.leases_key, hint, f"{run_id}|{step}"),
+        ]
+        if drop_hints:
+            commands.append(("ZREM", self.leases_key, *drop_hints))
+        r = self._batch(commands)[0]
         if r[0] != "ok":
             return Claim(kind=r[0], detail=r[1] if len(r) > 1 else "")
         outputs = {s: json.loads(v) for s, v in zip(needs, r[5:], strict=True) if v != ""}
@@ -317,10 +323,7 @@ class RedisStore:
             *dependents,
         ]
 
-        def build(pipe: Pipeline) -> None:
-            self._evalsha(pipe, "complete", self.keys(run_id), args)
-
-        r = self._batch(build)[0]
+        r = self._batch([self._script("complete", self.keys(run_id), args)])[0]
         if r[0] != 1:
             return Completion(False)
         return Completion(True, int(r[1]), r[2], tuple(r[3:]))
@@ -369,11 +372,12 @@ class RedisStore:
         """Extend the leases of (run, step, attempt)s in one round trip; for each, whether
         it is still held and its run's stop reason (or '')."""
 
-        def build(pipe: Pipeline) -> None:
-            for run_id, step, attempt in attempts:
-                self._evalsha(pipe, "renew", self.keys(run_id), [step, attempt, lease_ms])
-
-        return [(bool(held), stop) for held, stop in self._batch(build)] if attempts else []
+        if not attempts:
+            return []
+        replies = self._batch(
+            [self._script("renew", self.keys(r), [s, a, lease_ms]) for r, s, a in attempts]
+        )
+        return [(bool(held), stop) for held, stop in replies]
 
     def reclaim(self, run_id: str, step: str, at: str) -> tuple[int, int]:
         """Queue a step whose lease expired; see reclaim.lua for the answer."""
@@ -434,11 +438,13 @@ class RedisStore:
     def renew_slots(self, holders: list[tuple[str, str]], lease_ms: int) -> None:
         """Extend the slot leases of (tool, holder) pairs, on the Redis clock."""
 
-        def build(pipe: Pipeline) -> None:
-            for tool, holder in holders:
-                self._evalsha(pipe, "renew_slot", [self.semaphore_key(tool)], [holder, lease_ms])
-
-        self._batch(build)
+        if holders:
+            self._batch(
+                [
+                    self._script("renew_slot", [self.semaphore_key(tool)], [holder, lease_ms])
+                    for tool, holder in holders
+                ]
+            )
 
     def overdue_runs(self, now: float, limit: int = 100) -> list[str]:
         return list(self.client.zrangebyscore(self.deadlines_key, 0, now, start=0, num=limit))
