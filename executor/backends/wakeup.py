@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
 
@@ -21,6 +22,9 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
+from redis.exceptions import NoScriptError
+
+from executor.backends.direct import Command, DirectConnections
 
 logger = logging.getLogger("dagrelay.broker")
 
@@ -37,9 +41,60 @@ def wake_key(namespace: str, queue_name: str) -> str:
 class WakingRedisBroker(RedisBroker):
     """`RedisBroker` + wake-up tokens; a drop-in replacement on both ends."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        client = self.client
+        self._dispatch_script: Any = self.scripts["dispatch"]
+        self._direct = DirectConnections(client) if DirectConnections.supported(client) else None
+
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakingConsumer
+
+    def _dispatch_command(self, command: str, queue_name: str, *args: Any) -> Command:
+        """Dramatiq's `dispatch` script call, as `RedisBroker._dispatch` makes it."""
+        return (
+            "EVALSHA",
+            self._dispatch_script.sha,
+            1,
+            self.namespace,
+            command,
+            current_millis(),
+            queue_name,
+            self.broker_id,
+            self.heartbeat_timeout,
+            self.dead_message_ttl,
+            self._should_do_maintenance(command),
+            self._max_unpack_size(),
+            *args,
+        )
+
+    def _execute(self, commands: list[Command]) -> list[Any]:
+        """Commands in one round trip: on this thread's own connection when it can (see
+        direct.py), else a pipeline through the client (and its retry policy)."""
+        for again in (False, True):
+            try:
+                if self._direct is not None:
+                    try:
+                        return self._direct.execute(commands)
+                    except (redis.ConnectionError, redis.TimeoutError):
+                        pass
+                pipe = self.client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                return list(pipe.execute())
+            except NoScriptError:  # Redis restarted: load it, run the batch again
+                if again:
+                    raise
+                self.client.script_load(self._dispatch_script.script)
+        raise AssertionError("unreachable")
+
+    def _dispatch(self, command: str) -> Callable[..., Any]:
+        # Dramatiq's fetch, ack, nack and requeue, on the direct connection too.
+        def do_dispatch(queue_name: str, *args: Any) -> Any:
+            return self._execute([self._dispatch_command(command, queue_name, *args)])[0]
+
+        return do_dispatch
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         return self.enqueue_many([(message, delay)])[0]
@@ -50,8 +105,8 @@ class WakingRedisBroker(RedisBroker):
         Each message goes through Dramatiq's own `dispatch` script, exactly as
         `RedisBroker.enqueue` sends it, with the middleware hooks around it.
         """
-        pipe = self.client.pipeline(transaction=False)
         sent: list[Message[Any]] = []
+        commands: list[Command] = []
         queues: set[str] = set()
         for message, delay in batch:
             # As RedisBroker.enqueue: a fresh id per enqueue; delayed ones go to the DQ.
@@ -63,30 +118,19 @@ class WakingRedisBroker(RedisBroker):
                     queue_name=queue_name, options={"eta": current_millis() + delay}
                 )
             self.emit_before("enqueue", message, delay)
-            self.scripts["dispatch"](
-                keys=[self.namespace],
-                args=[
-                    "enqueue",
-                    current_millis(),
-                    queue_name,
-                    self.broker_id,
-                    self.heartbeat_timeout,
-                    self.dead_message_ttl,
-                    self._should_do_maintenance("enqueue"),
-                    self._max_unpack_size(),
-                    message.options["redis_message_id"],
-                    message.encode(),
-                ],
-                client=pipe,
+            commands.append(
+                self._dispatch_command(
+                    "enqueue", queue_name, message.options["redis_message_id"], message.encode()
+                )
             )
             sent.append(message)
             queues.add(queue_name)
         for queue_name in queues:
             key = wake_key(self.namespace, queue_name)
-            pipe.lpush(key, *([1] * min(MAX_TOKENS, len(batch))))
-            pipe.ltrim(key, 0, MAX_TOKENS - 1)
+            commands.append(("LPUSH", key, *([1] * min(MAX_TOKENS, len(batch)))))
+            commands.append(("LTRIM", key, 0, MAX_TOKENS - 1))
         try:
-            pipe.execute()
+            self._execute(commands)
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None
         for message, delay in zip(sent, (d for _, d in batch), strict=True):
