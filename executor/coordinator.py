@@ -26,6 +26,16 @@ DEFAULT_QUEUE = "dagrelay"
 ACTOR_NAME = "run_step"
 
 
+# Bundles of at most this many steps, and at least this many bundles per fan-out.
+BUNDLE_MAX = 16
+BUNDLES_MIN = 32
+
+
+def bundle_size(ready: int) -> int:
+    """Steps per message when `ready` steps are sent at once (1: no bundles)."""
+    return max(1, min(BUNDLE_MAX, ready // BUNDLES_MIN))
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -40,6 +50,7 @@ class StepMessage:
     queue: str
     delay_ms: int | None = None
     time_limit_ms: int | None = None
+    more: tuple[str, ...] = ()  # a bundle: further steps of the run, run by one worker
 
 
 class Sender(Protocol):
@@ -259,20 +270,32 @@ class Coordinator:
     def send(
         self, ctx: RunContext, steps: list[str], attempt: int = 1, delay_ms: int | None = None
     ) -> None:
-        """Send step messages (one round trip for all of them)."""
-        self.sender.send_many(
-            [
-                StepMessage(
-                    ctx.run_id,
-                    sid,
-                    attempt,
-                    ctx.queue(sid),
-                    delay_ms,
-                    ctx.time_limit_ms(sid, self.tool_timeout(ctx.dag.steps[sid].tool)),
+        """Send step messages (one round trip for all of them).
+
+        Many first attempts made ready at once (a fan-out) go as bundles of a few steps
+        per message: a worker claims a bundle in one round trip and runs its steps
+        concurrently, so a broker message's fixed cost is paid once per bundle. Bundles
+        stay small next to the fan-out's width, so every worker still gets a share.
+        """
+        limits = {
+            sid: ctx.time_limit_ms(sid, self.tool_timeout(ctx.dag.steps[sid].tool)) for sid in steps
+        }
+        messages: list[StepMessage] = []
+        size = bundle_size(len(steps)) if attempt == 1 and delay_ms is None else 1
+        groups: dict[str, list[str]] = {}
+        for sid in steps:
+            # A message's Dramatiq time limit covers all of it: bundle unlimited steps only.
+            if size > 1 and limits[sid] is None:
+                groups.setdefault(ctx.queue(sid), []).append(sid)
+            else:
+                messages.append(
+                    StepMessage(ctx.run_id, sid, attempt, ctx.queue(sid), delay_ms, limits[sid])
                 )
-                for sid in steps
-            ]
-        )
+        for queue, sids in groups.items():
+            for i in range(0, len(sids), size):
+                first, *more = sids[i : i + size]
+                messages.append(StepMessage(ctx.run_id, first, attempt, queue, more=tuple(more)))
+        self.sender.send_many(messages)
 
     def repair(self, ctx: RunContext, step_id: str) -> None:
         """Finish what a terminal step's completer may have left undone when it died:

@@ -27,6 +27,7 @@ from executor.result import StepError, StepRecord
 from executor.retry import NO_RETRY
 from executor.tools import Tool, ToolRegistry, check_output_size
 from executor.tracing import record_error
+from workers.bundles import run_bundle
 from workers.detached import AsyncSteps
 from workers.monitor import Monitor, StepCancelled, Tracked
 from workers.periodic import Periodic
@@ -90,8 +91,9 @@ class StepRuntime:
         return loop
 
     # The actor ----------------------------------------------------------------------
-    def run_step(self, run_id: str, step_id: str, attempt: int) -> None:
-        """Handle one step message (at-least-once delivery; duplicates are dropped).
+    def run_step(self, run_id: str, step_id: str | list[str], attempt: int) -> None:
+        """Handle one step message, or a bundle of them (a list of step ids; see
+        bundles.py). Delivery is at least once; duplicates are dropped by the claims.
 
         When the step's completion makes a dependent ready that this worker can run, the
         same thread continues with it in place (claimed in Redis like any step), saving
@@ -102,8 +104,20 @@ class StepRuntime:
         except RunNotFoundError:
             log.warning("run %s: no state (expired or unknown); message dropped", run_id)
             return
-        if step_id not in ctx.dag.steps:
-            log.warning("run %s: no step %r; message dropped", run_id, step_id)
+        ids = step_id if isinstance(step_id, list) else [step_id]
+        unknown = [s for s in ids if not isinstance(s, str) or s not in ctx.dag.steps]
+        if unknown or not ids:
+            log.warning("run %s: no step %r; message dropped", run_id, unknown or step_id)
+            return
+        if isinstance(step_id, list):
+            run_bundle(
+                self,
+                ctx,
+                list(dict.fromkeys(step_id)),
+                attempt,
+                False,
+                lambda sid: self._can_continue(ctx, sid),
+            )
             return
         # Dramatiq's time limit of this message covers everything run under it: continue
         # in place only under a message without one (steps without a timeout).
@@ -200,27 +214,7 @@ class StepRuntime:
         kept: str | None = None
         try:
             record, attempt_rec = self._begin(step, claim)
-            t0 = time.perf_counter()
-            tracked = self.monitor.track(ctx.run_id, step.id, claim.attempt, tool=step.tool)
-            with tracked.lock:
-                tracked.loop, tracked.task = loop, asyncio.current_task()
-            try:
-                kwargs, timeout = self._prepare(ctx, step, tool, claim, record)
-                output = tool.dump_output(await call_tool(tool, kwargs, timeout, None))
-                outcome: Outcome = ("succeeded", output, None, None)
-            except asyncio.CancelledError:
-                why = tracked.reason or "stopped"
-                outcome = (
-                    "cancelled",
-                    None,
-                    None,
-                    StepError(type="CancelledError", message=f"run {why}"),
-                )
-            except Exception as exc:
-                outcome = ("failed", None, exc, StepError.from_exception(exc, format_tb(exc)))
-            finally:
-                attempt_rec.update(finished_at=now_iso(), duration=time.perf_counter() - t0)
-                self.monitor.untrack(tracked)
+            outcome = await self._attempt_async(ctx, step, tool, claim, record, attempt_rec)
             kept = await loop.run_in_executor(
                 self.detached.pool,
                 lambda: self._finish(ctx, step, tool, claim, record, attempt_rec, outcome, keep),
@@ -230,11 +224,48 @@ class StepRuntime:
         if kept is not None:  # continue in place, in the pool (it may detach again)
             self.detached.pool.submit(self._continue, ctx, kept, keep)
 
+    async def _attempt_async(
+        self,
+        ctx: RunContext,
+        step: Step,
+        tool: Tool,
+        claim: Claim,
+        record: dict[str, Any],
+        attempt_rec: dict[str, Any],
+    ) -> Outcome:
+        """Call a registered tool once as a task of the running loop (a sync tool in the
+        tool threads); the task is what a stopping run cancels."""
+        t0 = time.perf_counter()
+        tracked = self.monitor.track(ctx.run_id, step.id, claim.attempt, tool=step.tool)
+        with tracked.lock:
+            tracked.loop, tracked.task = asyncio.get_running_loop(), asyncio.current_task()
+            stopped = tracked.reason is not None  # stopped before the task was known
+        try:
+            if stopped:
+                raise asyncio.CancelledError()
+            kwargs, timeout = self._prepare(ctx, step, tool, claim, record)
+            output = await call_tool(tool, kwargs, timeout, self._tool_threads)
+            return "succeeded", tool.dump_output(output), None, None
+        except asyncio.CancelledError:
+            why = tracked.reason or "stopped"
+            return "cancelled", None, None, StepError(type="CancelledError", message=f"run {why}")
+        except Exception as exc:
+            return "failed", None, exc, StepError.from_exception(exc, format_tb(exc))
+        finally:
+            attempt_rec.update(finished_at=now_iso(), duration=time.perf_counter() - t0)
+            self.monitor.untrack(tracked)
+
     def _continue(
-        self, ctx: RunContext, step_id: str | None, keep: Callable[[str], bool] | None
+        self,
+        ctx: RunContext,
+        step_id: str | None,
+        keep: Callable[[str], bool] | None,
+        attempt: int = 1,
+        inplace: bool = True,
     ) -> None:
         while step_id is not None:
-            step_id = self._run_one(ctx, step_id, 1, True, keep)
+            step_id = self._run_one(ctx, step_id, attempt, inplace, keep)
+            attempt, inplace = 1, True
 
     def _take_drops(self) -> list[str]:
         drops: list[str] = getattr(self._local, "drops", [])

@@ -65,7 +65,8 @@ def connect(url: str) -> redis.Redis:
 
 
 class BrokerSender:
-    """Sends step messages (`run_step(run_id, step_id, attempt)`) through a Dramatiq broker."""
+    """Sends step messages (`run_step(run_id, step_id, attempt)`, or a list of step ids
+    for a bundle) through a Dramatiq broker."""
 
     def __init__(self, broker: dramatiq.Broker) -> None:
         self.broker = broker
@@ -82,7 +83,7 @@ class BrokerSender:
             message: dramatiq.Message[Any] = dramatiq.Message(
                 queue_name=m.queue,
                 actor_name=ACTOR_NAME,
-                args=(m.run_id, m.step_id, m.attempt),
+                args=(m.run_id, [m.step_id, *m.more] if m.more else m.step_id, m.attempt),
                 kwargs={},
                 options={"time_limit": limit, "max_retries": 0, **traced},
             )

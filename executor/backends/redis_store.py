@@ -78,6 +78,13 @@ class RunData:
     times: dict[str, str]
 
 
+def _claim(r: list[Any], needs: tuple[str, ...]) -> Claim:
+    if r[0] != "ok":
+        return Claim(kind=r[0], detail=r[1] if len(r) > 1 else "")
+    outputs = {s: json.loads(v) for s, v in zip(needs, r[5:], strict=True) if v != ""}
+    return Claim("ok", int(r[1]), r[2] or None, r[3] or None, int(r[4]), outputs)
+
+
 class RedisStore:
     """Reads and changes run state; the only code that knows the key layout."""
 
@@ -272,24 +279,51 @@ class RedisStore:
         """
         limit = semaphore[1] if semaphore else 0
         extra = (self.semaphore_key(semaphore[0]),) if semaphore else ()
-        hint = time.time() + lease_ms / 1000
+        args = [step, attempt, token, lease_ms, started_at, worker, limit, int(inplace), *needs]
+        commands = [self._script("claim", [*self.keys(run_id), *extra], args)]
+        return self._claims(run_id, [step], [needs], commands, lease_ms, drop_hints)[0]
 
+    def claim_many(
+        self,
+        run_id: str,
+        steps: list[tuple[str, int, str, tuple[str, ...]]],
+        lease_ms: int,
+        started_at: str,
+        worker: str,
+        inplace: bool = False,
+        drop_hints: list[str] | None = None,
+    ) -> list[Claim]:
+        """`claim` for several (step, attempt, token, needs) of a run (no tool slots), in
+        one round trip; a claim each, in order."""
+        keys = self.keys(run_id)
         commands = [
             self._script(
                 "claim",
-                [*self.keys(run_id), *extra],
-                [step, attempt, token, lease_ms, started_at, worker, limit, int(inplace), *needs],
-            ),
-            # The hint is harmless when the claim is refused: the sweeper checks the claim.
-            ("ZADD", self.leases_key, hint, f"{run_id}|{step}"),
+                keys,
+                [step, attempt, token, lease_ms, started_at, worker, 0, int(inplace), *needs],
+            )
+            for step, attempt, token, needs in steps
         ]
+        ids = [s[0] for s in steps]
+        return self._claims(run_id, ids, [s[3] for s in steps], commands, lease_ms, drop_hints)
+
+    def _claims(
+        self,
+        run_id: str,
+        steps: list[str],
+        needs: list[tuple[str, ...]],
+        commands: list[Command],
+        lease_ms: int,
+        drop_hints: list[str] | None,
+    ) -> list[Claim]:
+        # The hints are harmless when a claim is refused: the sweeper checks the claim.
+        hint = time.time() + lease_ms / 1000
+        hints = [x for step in steps for x in (hint, f"{run_id}|{step}")]
+        commands = [*commands, ("ZADD", self.leases_key, *hints)]
         if drop_hints:
             commands.append(("ZREM", self.leases_key, *drop_hints))
-        r = self._batch(commands)[0]
-        if r[0] != "ok":
-            return Claim(kind=r[0], detail=r[1] if len(r) > 1 else "")
-        outputs = {s: json.loads(v) for s, v in zip(needs, r[5:], strict=True) if v != ""}
-        return Claim("ok", int(r[1]), r[2] or None, r[3] or None, int(r[4]), outputs)
+        replies = self._batch(commands)
+        return [_claim(r, n) for r, n in zip(replies, needs, strict=False)]
 
     def complete(
         self,

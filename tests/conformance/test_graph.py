@@ -163,3 +163,60 @@ def test_long_chain(backend):
     r = backend.run(Flow(name="chain", steps=steps, output=f"$steps.s{n - 1}"))
     assert r.status == "succeeded"
     assert r.output == n
+
+
+def wide_fan(n: int, leaf: Step) -> Flow:
+    """root -> n leaves (`leaf` with id w{i}, its `value` input set to i) -> join."""
+    leaves = [
+        leaf.model_copy(update={"id": f"w{i}", "inputs": {**leaf.inputs, "value": i}})
+        for i in range(n)
+    ]
+    return Flow(
+        name="wide-fan",
+        steps=[
+            Step(id="root", tool="echo", inputs={"value": 0}),
+            *[s.model_copy(update={"depends_on": ["root"]}) for s in leaves],
+            Step(id="join", tool="total", inputs={"values": [f"$steps.w{i}" for i in range(n)]}),
+        ],
+        output="$steps.join",
+    )
+
+
+def test_a_wide_fan_out_runs_every_leaf_once_with_its_own_record(backend):
+    """Wide enough that the Redis backends send leaves in bundles (several per message)."""
+    n = 300
+    r = backend.run(wide_fan(n, Step(id="w", tool="echo")), timeout=60)
+    assert r.status == "succeeded"
+    assert r.output == sum(range(n))
+    assert len(r.steps) == n + 2
+    for i in range(n):
+        rec = r.steps[f"w{i}"]
+        assert rec.status == "succeeded" and rec.output == i
+        assert [a.number for a in rec.attempts] == [1]
+        assert rec.started_at >= r.steps["root"].finished_at
+        assert rec.queue_wait is not None and rec.queue_wait >= 0
+    assert r.steps["join"].started_at >= max(r.steps[f"w{i}"].finished_at for i in range(n))
+
+
+def test_leaves_of_a_wide_fan_out_run_concurrently(backend):
+    """Sleeping leaves overlap, bundled or not: far below one after the other."""
+    n, t = 128, 0.1
+    r = backend.run(wide_fan(n, Step(id="w", tool="sleep", inputs={"seconds": t})), timeout=60)
+    assert r.status == "succeeded"
+    assert r.output == sum(range(n))
+    leaves = [r.steps[f"w{i}"] for i in range(n)]
+    assert all(rec.duration is not None and rec.duration >= t * 0.9 for rec in leaves)
+    # One after the other: 12.8 s. (Generous: fakeredis runs its Lua in Python.)
+    assert gap(r.steps["root"].finished_at, r.steps["join"].started_at) < n * t / 4
+
+
+def test_fail_fast_in_a_wide_fan_out_stops_the_other_leaves(backend):
+    n = 200
+    flow = wide_fan(n, Step(id="w", tool="fail_if", inputs={"bad": 7}))
+    r = backend.run(flow, timeout=60)
+    assert r.status == "failed"
+    assert r.steps["w7"].status == "failed"
+    assert r.steps["w7"].error is not None and "bad value 7" in r.steps["w7"].error.message
+    assert r.steps["join"].status in ("cancelled", "upstream_failed")
+    others = {r.steps[f"w{i}"].status for i in range(n) if i != 7}
+    assert others <= {"succeeded", "cancelled"}

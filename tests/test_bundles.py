@@ -1,0 +1,175 @@
+"""Bundles: a fan-out's ready steps go several to a message; each step keeps every
+guarantee on its own (claim, lease, run once, one record, cancel).
+
+fakeredis with the `run_step` actor called in this process (see test_distributed.py's
+FakeCluster), so deliveries and their interleavings are forced by hand. The same flows
+run on every backend in the conformance suite (test_graph.py, the wide fan-outs).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from executor import Flow, Step
+from executor.coordinator import BUNDLE_MAX, Coordinator, RunContext, StepMessage
+from tests.test_distributed import FakeCluster, events_of, read_count, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCluster]:
+    cluster = FakeCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+class Capture:
+    def __init__(self) -> None:
+        self.messages: list[StepMessage] = []
+
+    def send_many(self, messages: list[StepMessage]) -> None:
+        self.messages.extend(messages)
+
+
+def fan(n: int, tool: str = "counted", **inputs: object) -> Flow:
+    leaves = [
+        Step(id=f"w{i}", tool=tool, inputs={**inputs, "value": i}, depends_on=["root"])
+        for i in range(n)
+    ]
+    return Flow(
+        name="fan",
+        steps=[
+            Step(id="root", tool="echo", inputs={"value": 0}),
+            *leaves,
+            Step(id="join", tool="total", inputs={"values": [f"$steps.w{i}" for i in range(n)]}),
+        ],
+        output="$steps.join",
+    )
+
+
+def counted_fan(n: int, tmp_path, seconds: float = 0.0) -> Flow:
+    flow = fan(n, seconds=seconds)
+    for i, step in enumerate(flow.steps[1:-1]):
+        step.inputs["counter"] = str(tmp_path / f"w{i}")
+    return flow
+
+
+def sent(flow: Flow, steps: list[str], attempt: int = 1, delay: int | None = None) -> Capture:
+    capture = Capture()
+    Coordinator(None, capture).send(  # type: ignore[arg-type]
+        RunContext.build("r", flow, {}), steps, attempt, delay
+    )
+    return capture
+
+
+def ids(m: StepMessage) -> list[str]:
+    return [m.step_id, *m.more]
+
+
+def test_a_wide_fan_out_goes_in_bundles_each_step_once() -> None:
+    flow = fan(1000, tool="echo")
+    leaves = [f"w{i}" for i in range(1000)]
+    messages = sent(flow, leaves).messages
+    every = [s for m in messages for s in ids(m)]
+    assert sorted(every) == sorted(leaves)
+    assert all(len(ids(m)) <= BUNDLE_MAX for m in messages)
+    # Few messages, but enough of them for every worker of a pool to get a share.
+    assert 32 <= len(messages) <= 1000 / 8
+
+
+def test_narrow_fan_outs_retries_and_delays_are_sent_one_step_per_message() -> None:
+    flow = fan(1000, tool="echo")
+    assert all(not m.more for m in sent(flow, [f"w{i}" for i in range(40)]).messages)
+    assert all(not m.more for m in sent(flow, [f"w{i}" for i in range(500)], 2).messages)
+    assert all(not m.more for m in sent(flow, [f"w{i}" for i in range(500)], 1, 50).messages)
+
+
+def test_bundles_hold_only_steps_without_a_time_limit_and_of_one_queue() -> None:
+    flow = fan(200, tool="echo")
+    for i, step in enumerate(flow.steps[1:-1]):
+        if i % 10 == 0:
+            step.timeout = 5.0  # the message's Dramatiq time limit would cover the bundle
+        elif i % 2:
+            step.queue = "other"
+    messages = sent(flow, [f"w{i}" for i in range(200)]).messages
+    steps = {s.id: s for s in flow.steps}
+    for m in messages:
+        assert {steps[s].queue or "dagrelay" for s in ids(m)} == {m.queue}
+        if m.more:
+            assert all(steps[s].timeout is None for s in ids(m)) and m.time_limit_ms is None
+    limited = [m for m in messages if m.step_id in {f"w{i}" for i in range(0, 200, 10)}]
+    assert len(limited) == 20 and all(not m.more and m.time_limit_ms for m in limited)
+
+
+def test_a_bundle_delivered_twice_runs_each_tool_once(fake, tmp_path) -> None:
+    n = 64
+    handle = fake.executor.submit(counted_fan(n, tmp_path))
+    fake.runtime.run_step(handle.run_id, "root", 1)  # sends the leaves, in bundles
+    leaves = [f"w{i}" for i in range(n)]
+    fake.runtime.run_step(handle.run_id, leaves, 1)  # one delivery, by hand
+    fake.runtime.run_step(handle.run_id, leaves, 1)  # and again: every claim refused
+    assert [read_count(str(tmp_path / s)) for s in leaves] == [1] * n
+    fake.start_worker()  # the broker's own bundles come now, after the fact
+    result = handle.wait(timeout=20)
+    fake.drain()
+    assert result.status == "succeeded" and result.output == sum(range(n))
+    assert [read_count(str(tmp_path / s)) for s in leaves] == [1] * n
+    assert all(len(result.steps[s].attempts) == 1 for s in leaves)
+    running = [e["step"] for e in events_of(fake.store, handle.run_id) if e["status"] == "running"]
+    assert sorted(running) == sorted(["root", *leaves, "join"])
+
+
+def test_the_steps_of_one_bundle_run_concurrently_on_one_thread(fake, tmp_path) -> None:
+    n, t = 16, 0.3
+    handle = fake.executor.submit(counted_fan(n, tmp_path, seconds=t))  # sync sleeps
+    fake.runtime.run_step(handle.run_id, "root", 1)
+    queued = [s for s, st in fake.store.all_statuses(handle.run_id).items() if st == "queued"]
+    t0 = time.monotonic()
+    fake.runtime.run_step(handle.run_id, queued, 1)  # one message, one worker thread
+    elapsed = time.monotonic() - t0
+    assert len(queued) >= n - 1
+    assert elapsed < len(queued) * t / 3, "a bundle's steps ran one after the other"
+    fake.start_worker()
+    result = handle.wait(timeout=20)
+    assert result.status == "succeeded"
+    # Each step is recorded as itself, and they overlapped: every one started before
+    # any of them finished.
+    recs = [result.steps[s] for s in queued]
+    assert all(r.duration is not None and r.duration >= t * 0.9 for r in recs)
+    assert max(r.started_at for r in recs) < min(r.finished_at for r in recs)
+
+
+def test_a_cancelled_run_stops_every_step_of_a_running_bundle(fake) -> None:
+    fake.runtime.monitor.start()  # delivers the stop to running steps
+    n = 20
+    handle = fake.executor.submit(fan(n, tool="sleep", seconds=30))
+    fake.runtime.run_step(handle.run_id, "root", 1)
+    queued = [s for s, st in fake.store.all_statuses(handle.run_id).items() if st == "queued"]
+    runner = threading.Thread(target=fake.runtime.run_step, args=(handle.run_id, queued, 1))
+    runner.start()
+    statuses = fake.store.all_statuses
+    assert wait_until(lambda: all(statuses(handle.run_id)[s] == "running" for s in queued), 10)
+    t0 = time.monotonic()
+    handle.cancel()
+    runner.join(15)
+    assert not runner.is_alive() and time.monotonic() - t0 < 5
+    result = handle.wait(timeout=10)
+    assert result.status == "cancelled"
+    assert all(result.steps[s].status == "cancelled" for s in queued)
+    assert all(len(result.steps[s].attempts) == 1 for s in queued)
+
+
+def test_a_forged_bundle_naming_an_unknown_step_is_dropped(fake, tmp_path) -> None:
+    handle = fake.executor.submit(counted_fan(4, tmp_path))
+    fake.runtime.run_step(handle.run_id, "root", 1)
+    fake.runtime.run_step(handle.run_id, ["w1", "no-such-step"], 1)
+    fake.runtime.run_step(handle.run_id, ["w2", 3], 1)  # type: ignore[list-item]
+    fake.runtime.run_step(handle.run_id, [], 1)
+    assert read_count(str(tmp_path / "w1")) + read_count(str(tmp_path / "w2")) <= 1
