@@ -348,7 +348,9 @@ def test_finish_writes_once_and_gives_every_key_of_the_run_its_ttl(store):
     assert meta == {"status": "succeeded", "output": "2", "wall_time": "1.5"}
     # Every key of the run (found by its hash tag, not from our own list) has the TTL.
     found = sorted(c.scan_iter(match=f"dagrelay:{{{run_id}}}:*"))
-    assert found == sorted(existing)
+    assert found == sorted([*existing, key(store, run_id, "end")])
+    assert [e[1] for e in c.xrange(key(store, run_id, "end"))] == [{"status": "succeeded"}]
+    assert store.wait_end(run_id, None)
     for k in found:
         assert 3500 < c.ttl(k) <= 3600, k
     events = c.xlen(key(store, run_id, "events"))
@@ -359,6 +361,7 @@ def test_finish_writes_once_and_gives_every_key_of_the_run_its_ttl(store):
     assert not store.finish(run_id, "failed", now(), "", "late", 9.0)
     assert snapshot(store, run_id) == before
     assert c.xlen(key(store, run_id, "events")) == events
+    assert c.xlen(key(store, run_id, "end")) == 1
 
 
 def test_finish_removes_the_deadline_hint(store):

@@ -174,15 +174,33 @@ class RedisRunHandle(RunHandle):
         self._backend.coordinator.stop(self.run_id, "cancelled")
 
     def wait(self, timeout: float | None = None) -> ExecutionResult:
-        for _ in self.events(timeout):
-            pass
+        # Blocks on the run's one-entry end stream: no wake-up per step event.
+        store = self._backend.store
+        for _ in self._follow(timeout, lambda block: store.wait_end(self.run_id, block)):
+            break
         return self._reconnecting(self.result)
 
     def events(self, timeout: float | None = None) -> Iterator[RunEvent]:
         store = self._backend.store
+        last = "0-0"
+
+        def read(block: int | None) -> list[tuple[str, dict[str, str]]]:
+            return store.read_events(self.run_id, last, block)
+
+        for entries in self._follow(timeout, read):
+            for entry_id, fields in entries:
+                last = entry_id
+                event = _event(self.run_id, fields)
+                yield event
+                if event.step_id is None:
+                    return
+
+    def _follow(self, timeout: float | None, read: Callable[[int | None], Any]) -> Iterator[Any]:
+        """Yield what `read` (blocking up to a given number of ms) returns until the caller
+        stops, the run is found finished, or `timeout` passes (TimeoutError)."""
+        store = self._backend.store
         deadline = None if timeout is None else time.monotonic() + timeout
         run_deadline = self._run_deadline()
-        last = "0-0"
         while True:
             block: int | None = 1000
             if deadline is not None:
@@ -193,34 +211,29 @@ class RedisRunHandle(RunHandle):
             if block is not None and to_deadline is not None and to_deadline > 0:
                 # Wake at the run's deadline to enforce it on time, sweeper or not.
                 block = max(1, min(block, int(to_deadline * 1000) + 5))
-            entries = self._reconnecting(partial(store.read_events, self.run_id, last, block))
-            if not entries:
-                if block is None:
-                    raise TimeoutError(
-                        f"run {self.run_id} did not finish within {timeout}s (it is still running)"
-                    )
-                # Blocking read timed out: make sure the run still exists (persistence
-                # off and Redis restarted means its state is gone: say so, never hang),
-                # and enforce its timeout even when no worker sweeper is alive.
-                try:
-                    meta = self._reconnecting(lambda: store.run_meta(self.run_id, "status"))
-                except RunNotFoundError:
-                    raise RunNotFoundError(
-                        f"run {self.run_id}: its state is gone from Redis at "
-                        f"{redact(self._backend.url)} (Redis restarted without persistence, "
-                        "or the keys were deleted or expired); it cannot finish"
-                    ) from None
-                if meta.get("status") in TERMINAL_RUN:
-                    return
-                if run_deadline is not None and time.time() > run_deadline:
-                    self._backend.coordinator.stop(self.run_id, "timed_out")
+            got = self._reconnecting(partial(read, block))
+            if got:
+                yield got
                 continue
-            for entry_id, fields in entries:
-                last = entry_id
-                event = _event(self.run_id, fields)
-                yield event
-                if event.step_id is None:
-                    return
+            if block is None:
+                raise TimeoutError(
+                    f"run {self.run_id} did not finish within {timeout}s (it is still running)"
+                )
+            # Blocking read timed out: make sure the run still exists (persistence off and
+            # Redis restarted means its state is gone: say so, never hang), and enforce its
+            # timeout even when no worker sweeper is alive.
+            try:
+                meta = self._reconnecting(lambda: store.run_meta(self.run_id, "status"))
+            except RunNotFoundError:
+                raise RunNotFoundError(
+                    f"run {self.run_id}: its state is gone from Redis at "
+                    f"{redact(self._backend.url)} (Redis restarted without persistence, "
+                    "or the keys were deleted or expired); it cannot finish"
+                ) from None
+            if meta.get("status") in TERMINAL_RUN:
+                return
+            if run_deadline is not None and time.time() > run_deadline:
+                self._backend.coordinator.stop(self.run_id, "timed_out")
 
     def _reconnecting(self, call: Callable[[], _T]) -> _T:
         """A Redis call that, while Redis is unreachable (a restart), retries with

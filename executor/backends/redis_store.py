@@ -3,7 +3,8 @@
 Keys of run R (namespace N): `N:{R}:meta` (flow, input, status, stop reason, counters),
 `:status`, `:remaining` (unfinished dependencies), `:out` (outputs), `:rec` (final step
 records), `:att` (attempts, `step:n`), `:claims` (`attempt|token|lease expiry`),
-`:events` (a stream), `:times` (queued/started timestamps). Cross-run indexes (`N:runs`,
+`:events` (a stream), `:times` (queued/started timestamps), `:end` (one entry once the run
+has finished: what a waiting client blocks on). Cross-run indexes (`N:runs`,
 `N:leases`, `N:deadlines`) are sorted sets outside the tag: only hints, each checked
 against the run's own keys by a script.
 """
@@ -22,7 +23,18 @@ import redis
 from executor.backends.direct import Command, DirectConnections
 from executor.errors import RunNotFoundError
 
-KEY_NAMES = ("meta", "status", "remaining", "out", "rec", "att", "claims", "events", "times")
+KEY_NAMES = (
+    "meta",
+    "status",
+    "remaining",
+    "out",
+    "rec",
+    "att",
+    "claims",
+    "events",
+    "times",
+    "end",
+)
 SCRIPTS = (
     "claim",
     "complete",
@@ -226,6 +238,10 @@ class RedisStore:
         if not reply:
             return []
         return list(reply[0][1])
+
+    def wait_end(self, run_id: str, block_ms: int | None) -> bool:
+        """Whether the run has finished, waiting up to `block_ms` for it to."""
+        return bool(self.client.xread({self.keys(run_id)[9]: "0-0"}, count=1, block=block_ms))
 
     def list_runs(self, limit: int = 50) -> list[tuple[str, dict[str, str]]]:
         """Recent runs, newest first, with their meta (expired ones left out)."""

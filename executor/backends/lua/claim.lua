@@ -1,5 +1,5 @@
 -- Claim a step for one attempt, and load what the worker needs, in one round trip.
--- KEYS: meta status remaining out rec att claims events times [tool semaphore]
+-- KEYS: meta status remaining out rec att claims events times end [tool semaphore]
 -- ARGV: step, message attempt, token, lease ms, started_at, worker, semaphore limit (0: none),
 --       in place (1: the caller decided this pending step and runs it without a message),
 --       deps whose outputs to return...
@@ -46,12 +46,12 @@ end
 local limit = tonumber(ARGV[7])
 if limit > 0 then
   local holder = step .. '@' .. KEYS[1]
-  redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', now)
-  if not redis.call('ZSCORE', KEYS[10], holder) and redis.call('ZCARD', KEYS[10]) >= limit then
+  redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', now)
+  if not redis.call('ZSCORE', KEYS[11], holder) and redis.call('ZCARD', KEYS[11]) >= limit then
     return {'full', ''}
   end
-  redis.call('ZADD', KEYS[10], now + tonumber(ARGV[4]), holder)
-  redis.call('PEXPIRE', KEYS[10], 2 * tonumber(ARGV[4]))
+  redis.call('ZADD', KEYS[11], now + tonumber(ARGV[4]), holder)
+  redis.call('PEXPIRE', KEYS[11], 2 * tonumber(ARGV[4]))
 end
 if lost > 0 then mark_lost(KEYS[6], step .. ':' .. lost, ARGV[5]) end
 redis.call('HSET', KEYS[2], step, 'running')

@@ -1,5 +1,5 @@
 -- Record a step's terminal status once, and release its dependents.
--- KEYS: meta status remaining out rec att claims events times
+-- KEYS: meta status remaining out rec att claims events times end
 -- ARGV: step, status, output JSON or '', record JSON, at, worker, attempt number or '',
 --       attempt JSON or '', error text, dependents...
 -- Returns {1, unfinished steps, stop reason, dependents that became ready...},

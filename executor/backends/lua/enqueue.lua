@@ -1,5 +1,5 @@
 -- Move decided-to-run steps from pending to queued; only those are then sent.
--- KEYS: meta status remaining out rec att claims events times
+-- KEYS: meta status remaining out rec att claims events times end
 -- ARGV: queued_at, steps...
 -- Returns the steps to send: those that moved, and those already queued for attempt 1 (a
 -- retried call whose first reply was lost must still send; a duplicate message is

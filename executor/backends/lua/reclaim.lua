@@ -1,5 +1,5 @@
 -- Sweeper: a running step whose lease expired (its worker died) is queued again.
--- KEYS: meta status remaining out rec att claims events times
+-- KEYS: meta status remaining out rec att claims events times end
 -- ARGV: step, at
 -- Returns {1, next attempt} to re-send, {2, lost attempt} when the run is stopping (the
 -- caller records the step cancelled), {3} when the step is terminal (its completer may

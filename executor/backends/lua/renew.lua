@@ -1,5 +1,5 @@
 -- Extend the lease of a running attempt; tell the holder whether its run is stopping.
--- KEYS: meta status remaining out rec att claims events times
+-- KEYS: meta status remaining out rec att claims events times end
 -- ARGV: step, attempt, lease ms
 -- Returns {held (1/0), stop reason or ''}.
 local step = ARGV[1]

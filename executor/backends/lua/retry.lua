@@ -1,5 +1,5 @@
 -- After a failed attempt that the retry policy allows: back to queued for attempt + 1.
--- KEYS: meta status remaining out rec att claims events times
+-- KEYS: meta status remaining out rec att claims events times end
 -- ARGV: step, attempt, attempt JSON, at, worker, error text
 -- Returns 1 when the step is queued again (the caller sends the delayed message), 0 when
 -- it is not this attempt's to retry (terminal, taken over) or the run is stopping.

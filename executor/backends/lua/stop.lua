@@ -1,6 +1,6 @@
 -- Stop a run (fail-fast, cancel, timeout): what has not started is cancelled at once;
 -- running steps are returned so that their workers are told.
--- KEYS: meta status remaining out rec att claims events times
+-- KEYS: meta status remaining out rec att claims events times end
 -- ARGV: reason, at
 -- Returns {1, unfinished, running steps...}, or {0} if the run was already stopping/done.
 local st = redis.call('HGET', KEYS[1], 'status')
