@@ -53,6 +53,10 @@ class StepMessage:
     more: tuple[str, ...] = ()  # a bundle: further steps of the run, run by one worker
 
 
+# Whether the completing worker runs a ready step itself: (step id, steps kept so far).
+Keep = Callable[[str, int], bool]
+
+
 class Sender(Protocol):
     """Puts step messages on the broker."""
 
@@ -145,18 +149,18 @@ class Coordinator:
         attempt: int | None = None,
         attempt_json: str = "",
         error: str = "",
-        keep: Callable[[str], bool] | None = None,
-    ) -> str | None:
+        keep: Keep | None = None,
+    ) -> list[str]:
         """Record a step's terminal status and carry the run forward.
 
         Args:
             output: the step's output as data (what `output_json` encodes), so that
                 dependents reading it are decided without another round trip.
-            keep: which ready dependents the caller could run itself; the first of them
-                is returned instead of sent, and the caller runs it in place (claiming it
-                first, like any worker).
+            keep: asked for each ready dependent, with how many are kept so far, whether
+                the caller runs it itself: those are returned instead of sent, and the
+                caller runs them in place (claiming each first, like any worker).
         Returns:
-            the kept step id, if any.
+            the kept step ids.
         """
         done = self.store.complete(
             ctx.run_id,
@@ -175,19 +179,19 @@ class Coordinator:
             # Recorded already: by another attempt, or by this call whose first reply was
             # lost and which redis-py retried. Make sure the dependents were decided.
             self.repair(ctx, step_id)
-            return None
+            return []
         if ctx.scheduler.stops_run(status):  # type: ignore[arg-type]
             self.stop(ctx.run_id, "failed")
             if done.unfinished == 0:  # the run was stopping already: this was its last step
                 self.finalize(ctx)
-            return None
+            return []
         if done.ready:
             known = {step_id: status}
             outputs = {step_id: output} if status == "succeeded" else {}
             return self.resolve(ctx, list(done.ready), known, outputs, keep=keep)
         if done.unfinished == 0:
             self.finalize(ctx)
-        return None
+        return []
 
     def resolve(
         self,
@@ -195,8 +199,8 @@ class Coordinator:
         ready: list[str],
         known: dict[str, str] | None = None,
         known_outputs: dict[str, Any] | None = None,
-        keep: Callable[[str], bool] | None = None,
-    ) -> str | None:
+        keep: Keep | None = None,
+    ) -> list[str]:
         """Decide steps whose dependencies are all terminal: send, skip or fail them.
 
         Args:
@@ -206,7 +210,7 @@ class Coordinator:
         """
         statuses: dict[str, str] = dict(known or {})
         outputs: dict[str, Any] = dict(known_outputs or {})
-        kept: str | None = None
+        kept: list[str] = []
         work = ready
         while work:
             need = sorted({d for s in work for d in ctx.dag.deps[s]} - statuses.keys())
@@ -228,7 +232,7 @@ class Coordinator:
                     # step's worker may not have stopped it yet: stop it here (the step
                     # ends cancelled, as every not-started step of a fail-fast run).
                     self.stop(ctx.run_id, "failed")
-                    return None
+                    return []
                 res = ctx.scheduler.decide(sid, statuses, ctx.inputs, outputs)  # type: ignore[arg-type]
                 if res.decision == "run":
                     to_run.append(sid)
@@ -254,14 +258,15 @@ class Coordinator:
                     self.stop(ctx.run_id, "failed")
                     if done.unfinished == 0:
                         self.finalize(ctx)
-                    return None
+                    return []
                 later.extend(done.ready)
                 if done.unfinished == 0:
                     self.finalize(ctx)
-            if keep is not None and kept is None:
-                kept = next((sid for sid in to_run if keep(sid)), None)
-                if kept is not None:
-                    to_run.remove(kept)
+            if keep is not None:
+                for sid in list(to_run):
+                    if keep(sid, len(kept)):
+                        kept.append(sid)
+                        to_run.remove(sid)
             if to_run:
                 self.send(ctx, self.store.mark_queued(ctx.run_id, to_run, now_iso()))
             work = later

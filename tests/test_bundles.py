@@ -129,13 +129,15 @@ def test_a_bundle_delivered_twice_runs_each_tool_once(fake, tmp_path) -> None:
 def test_the_steps_of_one_bundle_run_concurrently_on_one_thread(fake, tmp_path) -> None:
     n, t = 16, 0.3
     handle = fake.executor.submit(counted_fan(n, tmp_path, seconds=t))  # sync sleeps
+    fake.runtime.draining = True  # nothing continues in place: the leaves are sent
     fake.runtime.run_step(handle.run_id, "root", 1)
+    fake.runtime.draining = False
     queued = [s for s, st in fake.store.all_statuses(handle.run_id).items() if st == "queued"]
+    assert len(queued) == n
     t0 = time.monotonic()
     fake.runtime.run_step(handle.run_id, queued, 1)  # one message, one worker thread
     elapsed = time.monotonic() - t0
-    assert len(queued) >= n - 1
-    assert elapsed < len(queued) * t / 3, "a bundle's steps ran one after the other"
+    assert elapsed < n * t / 3, "a bundle's steps ran one after the other"
     fake.start_worker()
     result = handle.wait(timeout=20)
     assert result.status == "succeeded"
@@ -146,11 +148,38 @@ def test_the_steps_of_one_bundle_run_concurrently_on_one_thread(fake, tmp_path) 
     assert max(r.started_at for r in recs) < min(r.finished_at for r in recs)
 
 
+def test_a_completion_keeps_several_dependents_in_place_while_there_is_room(
+    fake, tmp_path
+) -> None:
+    """The root unlocks 40 leaves: this thread runs as many as the process has room for
+    (`DAGRELAY_TOOL_THREADS`, 32 by default) at once, claimed in place; the rest are sent."""
+    n, t = 40, 0.3
+    handle = fake.executor.submit(counted_fan(n, tmp_path, seconds=t))
+    t0 = time.monotonic()
+    fake.runtime.run_step(handle.run_id, "root", 1)
+    elapsed = time.monotonic() - t0
+    statuses = fake.store.all_statuses(handle.run_id)
+    here = [f"w{i}" for i in range(n) if statuses[f"w{i}"] == "succeeded"]
+    sent = [f"w{i}" for i in range(n) if statuses[f"w{i}"] == "queued"]
+    assert len(here) + len(sent) == n
+    assert 1 < len(here) <= fake.runtime.settings.tool_threads
+    assert elapsed < len(here) * t / 3, "kept steps ran one after the other"
+    fake.start_worker()
+    result = handle.wait(timeout=20)
+    assert result.status == "succeeded" and result.output == sum(range(n))
+    assert [read_count(str(tmp_path / f"w{i}")) for i in range(n)] == [1] * n
+    worker = result.steps["root"].worker
+    assert all(result.steps[s].worker == worker for s in here)
+    assert all(result.steps[s].queue_wait is not None for s in here)
+
+
 def test_a_cancelled_run_stops_every_step_of_a_running_bundle(fake) -> None:
     fake.runtime.monitor.start()  # delivers the stop to running steps
     n = 20
     handle = fake.executor.submit(fan(n, tool="sleep", seconds=30))
+    fake.runtime.draining = True  # the leaves are sent, not kept
     fake.runtime.run_step(handle.run_id, "root", 1)
+    fake.runtime.draining = False
     queued = [s for s, st in fake.store.all_statuses(handle.run_id).items() if st == "queued"]
     runner = threading.Thread(target=fake.runtime.run_step, args=(handle.run_id, queued, 1))
     runner.start()
@@ -168,8 +197,10 @@ def test_a_cancelled_run_stops_every_step_of_a_running_bundle(fake) -> None:
 
 def test_a_forged_bundle_naming_an_unknown_step_is_dropped(fake, tmp_path) -> None:
     handle = fake.executor.submit(counted_fan(4, tmp_path))
+    fake.runtime.draining = True  # the leaves are sent, not kept
     fake.runtime.run_step(handle.run_id, "root", 1)
+    fake.runtime.draining = False
     fake.runtime.run_step(handle.run_id, ["w1", "no-such-step"], 1)
     fake.runtime.run_step(handle.run_id, ["w2", 3], 1)  # type: ignore[list-item]
     fake.runtime.run_step(handle.run_id, [], 1)
-    assert read_count(str(tmp_path / "w1")) + read_count(str(tmp_path / "w2")) <= 1
+    assert read_count(str(tmp_path / "w1")) + read_count(str(tmp_path / "w2")) == 0

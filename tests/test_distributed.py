@@ -257,9 +257,9 @@ def test_a_completion_replayed_after_the_run_finished_changes_nothing(fake, tmp_
             attempt=1,
             attempt_json=json.dumps({"number": 1, "started_at": result.started_at.isoformat()}),
             error="late" if status == "failed" else "",
-            keep=lambda sid: True,
+            keep=lambda sid, kept: True,
         )
-        assert kept is None  # nothing was unlocked again
+        assert kept == []  # nothing was unlocked again
     # ... the store's own complete, the run's end, a stop, a reclaim, a late message.
     assert not fake.store.complete(
         run_id, "a", "succeeded", "5", {}, "x", "replay", 1, "", "", ("b",)

@@ -8,7 +8,8 @@ every guarantee holds step by step: a step another worker holds is skipped, a du
 bundle runs nothing twice, a dead worker's steps come back through their leases.
 
 The steps run concurrently on the worker thread's event loop (sync tools in the tool
-threads), each recorded the moment it ends.
+threads), each recorded the moment it ends; the dependents its completion keeps in place
+(see `StepRuntime._can_continue`) start right away on the same loop.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from executor.backends.redis_store import Claim
-from executor.coordinator import RunContext, now_iso
+from executor.coordinator import Keep, RunContext, now_iso
 from workers.tracing import step_scope
 
 if TYPE_CHECKING:
@@ -35,37 +35,17 @@ def run_bundle(
     step_ids: list[str],
     attempt: int,
     inplace: bool,
-    keep: Callable[[str], bool] | None,
+    keep: Keep | None,
 ) -> None:
-    """Claim, run and record the steps of a bundle; continue with what they unlock."""
-    while step_ids:
-        simple = [s for s in step_ids if _simple(rt, ctx, s)]
-        # Steps that need a tool slot, map items or a missing tool take the usual path.
-        for sid in step_ids:
-            if sid not in simple:
-                rt._continue(ctx, sid, keep, attempt=attempt, inplace=inplace)
-        if not simple:
-            return
-        claims = rt.store.claim_many(
-            ctx.run_id,
-            [(sid, attempt, secrets.token_hex(6), ctx.needs[sid]) for sid in simple],
-            int(rt.settings.lease_seconds * 1000),
-            now_iso(),
-            rt.worker,
-            inplace=inplace,
-            drop_hints=rt._take_drops(),
-        )
-        claimed: list[tuple[str, Claim]] = []
-        for sid, claim in zip(simple, claims, strict=True):
-            if claim.kind == "ok":
-                claimed.append((sid, claim))
-            else:
-                log.debug("run %s step %s: %s (%s)", ctx.run_id, sid, claim.kind, claim.detail)
-        if not claimed:
-            return
-        kept = rt._loop().run_until_complete(_run_claimed(rt, ctx, claimed, keep))
-        # What the bundle's completions unlocked and this worker keeps: claimed in place.
-        step_ids, attempt, inplace = [k for k in kept if k is not None], 1, True
+    """Claim, run and record the steps of a bundle, and what they unlock and keep."""
+    simple = [s for s in step_ids if _simple(rt, ctx, s)]
+    kept = rt._loop().run_until_complete(_drive(rt, ctx, simple, attempt, inplace, keep))
+    # Steps that need a tool slot, map items or a missing tool take the usual path.
+    for sid in step_ids:
+        if sid not in simple:
+            rt._continue(ctx, sid, keep, attempt, inplace)
+    for sid in kept:
+        rt._continue(ctx, sid, keep)
 
 
 def _simple(rt: StepRuntime, ctx: RunContext, step_id: str) -> bool:
@@ -74,13 +54,52 @@ def _simple(rt: StepRuntime, ctx: RunContext, step_id: str) -> bool:
     return tool is not None and tool.max_concurrency is None and step.map is None
 
 
-async def _run_claimed(
+async def _drive(
     rt: StepRuntime,
     ctx: RunContext,
-    claimed: list[tuple[str, Claim]],
-    keep: Callable[[str], bool] | None,
-) -> list[str | None]:
-    return await asyncio.gather(*(_run_step(rt, ctx, sid, c, keep) for sid, c in claimed))
+    step_ids: list[str],
+    attempt: int,
+    inplace: bool,
+    keep: Keep | None,
+) -> list[str]:
+    """Run steps as tasks of this thread's loop; each step a completion keeps starts at
+    once, beside the others. Returns the kept steps that need the usual path."""
+    running: set[asyncio.Task[list[str]]] = set()
+    later: list[str] = []
+    errors: list[BaseException] = []
+
+    def start(ids: list[str], attempt: int, inplace: bool) -> None:
+        claims = rt.store.claim_many(
+            ctx.run_id,
+            [(sid, attempt, secrets.token_hex(6), ctx.needs[sid]) for sid in ids],
+            int(rt.settings.lease_seconds * 1000),
+            now_iso(),
+            rt.worker,
+            inplace=inplace,
+            drop_hints=rt._take_drops(),
+        )
+        for sid, claim in zip(ids, claims, strict=True):
+            if claim.kind == "ok":
+                running.add(asyncio.ensure_future(_run_step(rt, ctx, sid, claim, keep)))
+            else:
+                log.debug("run %s step %s: %s (%s)", ctx.run_id, sid, claim.kind, claim.detail)
+
+    if step_ids:
+        start(step_ids, attempt, inplace)
+    while running:
+        done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        kept: list[str] = []
+        for task in done:
+            if task.exception() is not None:  # Redis gone for longer than its retries
+                errors.append(task.exception())  # type: ignore[arg-type]
+            else:
+                kept += task.result()
+        later += [k for k in kept if not _simple(rt, ctx, k)]
+        if simple := [k for k in kept if _simple(rt, ctx, k)]:
+            start(simple, 1, True)
+    if errors:  # the others were recorded first; these steps' leases bring them back
+        raise errors[0]
+    return later
 
 
 async def _run_step(
@@ -88,8 +107,8 @@ async def _run_step(
     ctx: RunContext,
     step_id: str,
     claim: Claim,
-    keep: Callable[[str], bool] | None,
-) -> str | None:
+    keep: Keep | None,
+) -> list[str]:
     step = ctx.dag.steps[step_id]
     tool = rt.registry.get(step.tool)
     with step_scope(ctx.run_id, step_id, claim.attempt, rt.worker, step.tool):

@@ -71,6 +71,10 @@ class Monitor:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def running(self) -> int:
+        """How many attempts this process runs now."""
+        return len(self._tracked)
+
     def track(
         self, run_id: str, step_id: str, attempt: int, slot: str | None = None, tool: str = ""
     ) -> Tracked:

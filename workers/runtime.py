@@ -11,7 +11,6 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -19,7 +18,7 @@ import dramatiq
 from executor.attempts import call_tool, format_tb, run_map
 from executor.backends.redis import BrokerSender
 from executor.backends.redis_store import Claim, RedisStore
-from executor.coordinator import Coordinator, RunContext, now_iso
+from executor.coordinator import Coordinator, Keep, RunContext, now_iso
 from executor.errors import RunNotFoundError, ToolOutputError
 from executor.flow import Step
 from executor.references import Scope
@@ -95,9 +94,10 @@ class StepRuntime:
         """Handle one step message, or a bundle of them (a list of step ids; see
         bundles.py). Delivery is at least once; duplicates are dropped by the claims.
 
-        When the step's completion makes a dependent ready that this worker can run, the
-        same thread continues with it in place (claimed in Redis like any step), saving
-        the broker round trip; the others are sent as messages.
+        When the step's completion makes dependents ready that this worker can run, the
+        same thread continues with them in place (claimed in Redis like any step), saving
+        the broker round trip: one dependent always, more while this process has spare
+        capacity (run together, as a bundle); the others are sent as messages.
         """
         try:
             ctx = self.coordinator.context(run_id)
@@ -109,28 +109,20 @@ class StepRuntime:
         if unknown or not ids:
             log.warning("run %s: no step %r; message dropped", run_id, unknown or step_id)
             return
+        keep: Keep = lambda sid, kept: self._can_continue(ctx, sid, kept)  # noqa: E731
         if isinstance(step_id, list):
-            run_bundle(
-                self,
-                ctx,
-                list(dict.fromkeys(step_id)),
-                attempt,
-                False,
-                lambda sid: self._can_continue(ctx, sid),
-            )
+            run_bundle(self, ctx, list(dict.fromkeys(step_id)), attempt, False, keep)
             return
         # Dramatiq's time limit of this message covers everything run under it: continue
         # in place only under a message without one (steps without a timeout).
         unlimited = ctx.time_limit_ms(step_id, self._tool_timeout(ctx.dag.steps[step_id].tool))
-        keep = (lambda sid: self._can_continue(ctx, sid)) if unlimited is None else None
-        next_step: str | None = step_id
-        inplace = False
-        while next_step is not None:
-            next_step = self._run_one(ctx, next_step, attempt, inplace, keep)
-            attempt, inplace = 1, True
+        self._continue(ctx, step_id, keep if unlimited is None else None, attempt, False)
 
-    def _can_continue(self, ctx: RunContext, step_id: str) -> bool:
+    def _can_continue(self, ctx: RunContext, step_id: str, kept: int) -> bool:
         if self.draining:
+            return False
+        # One dependent always continues here; more only while this process has room.
+        if kept and self.monitor.running() + kept >= self.settings.tool_threads:
             return False
         step = ctx.dag.steps[step_id]
         tool = self.registry.get(step.tool) if step.tool in self.registry else None
@@ -146,9 +138,9 @@ class StepRuntime:
         step_id: str,
         attempt: int,
         inplace: bool,
-        keep: Callable[[str], bool] | None,
-    ) -> str | None:
-        """Claim and run one attempt; returns a dependent to continue with, if any."""
+        keep: Keep | None,
+    ) -> list[str]:
+        """Claim and run one attempt; returns the dependents to continue with."""
         step = ctx.dag.steps[step_id]
         tool = self.registry.get(step.tool) if step.tool in self.registry else None
         slot = (tool.name, tool.max_concurrency) if tool and tool.max_concurrency else None
@@ -182,7 +174,7 @@ class StepRuntime:
             # Every slot of the tool is taken cluster-wide: the step stays queued (its
             # queue_wait grows) and this message comes back shortly.
             self.send_step(ctx, step_id, attempt, SLOT_RETRY_MS)
-            return None
+            return []
         if claim.kind != "ok":
             log.debug(
                 "run %s step %s attempt %s: %s (%s)",
@@ -192,11 +184,11 @@ class StepRuntime:
                 claim.kind,
                 claim.detail,
             )
-            return None
+            return []
         if detach:
             assert self.detached is not None and tool is not None
             self.detached.submit(self._detached_step(ctx, step, tool, claim, keep))
-            return None
+            return []
         with step_scope(ctx.run_id, step_id, claim.attempt, self.worker, step.tool):
             return self._execute(ctx, step, tool, claim, keep)  # its span, its log ids
 
@@ -206,12 +198,12 @@ class StepRuntime:
         step: Step,
         tool: Tool,
         claim: Claim,
-        keep: Callable[[str], bool] | None,
+        keep: Keep | None,
     ) -> None:
         """A claimed async step on the shared loop: call, then record it in the pool."""
         assert self.detached is not None
         loop = asyncio.get_running_loop()
-        kept: str | None = None
+        kept: list[str] = []
         try:
             record, attempt_rec = self._begin(step, claim)
             outcome = await self._attempt_async(ctx, step, tool, claim, record, attempt_rec)
@@ -221,8 +213,8 @@ class StepRuntime:
             )
         finally:
             self.detached.slots.release()
-        if kept is not None:  # continue in place, in the pool (it may detach again)
-            self.detached.pool.submit(self._continue, ctx, kept, keep)
+        if kept:  # continue in place, in the pool (it may detach again)
+            self.detached.pool.submit(self._carry_on, ctx, kept, keep)
 
     async def _attempt_async(
         self,
@@ -258,14 +250,20 @@ class StepRuntime:
     def _continue(
         self,
         ctx: RunContext,
-        step_id: str | None,
-        keep: Callable[[str], bool] | None,
+        step_id: str,
+        keep: Keep | None,
         attempt: int = 1,
         inplace: bool = True,
     ) -> None:
-        while step_id is not None:
-            step_id = self._run_one(ctx, step_id, attempt, inplace, keep)
-            attempt, inplace = 1, True
+        """Run a step, then what it unlocks and keeps: one after another on this thread,
+        several at once as a bundle."""
+        self._carry_on(ctx, self._run_one(ctx, step_id, attempt, inplace, keep), keep)
+
+    def _carry_on(self, ctx: RunContext, kept: list[str], keep: Keep | None) -> None:
+        while len(kept) == 1:
+            kept = self._run_one(ctx, kept[0], 1, True, keep)
+        if kept:
+            run_bundle(self, ctx, kept, 1, True, keep)
 
     def _take_drops(self) -> list[str]:
         drops: list[str] = getattr(self._local, "drops", [])
@@ -281,8 +279,8 @@ class StepRuntime:
         step: Step,
         tool: Tool | None,
         claim: Claim,
-        keep: Callable[[str], bool] | None,
-    ) -> str | None:
+        keep: Keep | None,
+    ) -> list[str]:
         """Run a claimed attempt, then record it: retry, or complete and coordinate."""
         record, attempt_rec = self._begin(step, claim)
         outcome = self._attempt(ctx, step, tool, claim, record, attempt_rec)
@@ -314,8 +312,8 @@ class StepRuntime:
         record: dict[str, Any],
         attempt_rec: dict[str, Any],
         outcome: Outcome,
-        keep: Callable[[str], bool] | None,
-    ) -> str | None:
+        keep: Keep | None,
+    ) -> list[str]:
         """Record an attempt's outcome: retry it, or complete the step and coordinate."""
         run_id, step_id, number, worker = ctx.run_id, step.id, claim.attempt, self.worker
         status, output, exc, error = outcome
@@ -338,7 +336,7 @@ class StepRuntime:
                 run_id, step_id, number, json.dumps(attempt_rec), finished, worker, str(error)
             ):
                 self.send_step(ctx, step_id, number + 1, int(delay * 1000) or None)
-                return None
+                return []
         record.update(finished_at=finished, error=error.model_dump() if error else None)
         if record.get("started_at"):
             record["duration"] = _seconds(record["started_at"], finished)
