@@ -148,9 +148,7 @@ def test_the_steps_of_one_bundle_run_concurrently_on_one_thread(fake, tmp_path) 
     assert max(r.started_at for r in recs) < min(r.finished_at for r in recs)
 
 
-def test_a_completion_keeps_several_dependents_in_place_while_there_is_room(
-    fake, tmp_path
-) -> None:
+def test_a_completion_keeps_several_dependents_in_place_while_there_is_room(fake, tmp_path) -> None:
     """The root unlocks 40 leaves: this thread runs as many as the process has room for
     (`DAGRELAY_TOOL_THREADS`, 32 by default) at once, claimed in place; the rest are sent."""
     n, t = 40, 0.3
