@@ -188,7 +188,7 @@ class Coordinator:
         if done.ready:
             known = {step_id: status}
             outputs = {step_id: output} if status == "succeeded" else {}
-            return self.resolve(ctx, list(done.ready), known, outputs, keep=keep)
+            return self.resolve(ctx, list(done.ready), known, outputs, keep, done.clean)
         if done.unfinished == 0:
             self.finalize(ctx)
         return []
@@ -200,6 +200,7 @@ class Coordinator:
         known: dict[str, str] | None = None,
         known_outputs: dict[str, Any] | None = None,
         keep: Keep | None = None,
+        clean: frozenset[str] = frozenset(),
     ) -> list[str]:
         """Decide steps whose dependencies are all terminal: send, skip or fail them.
 
@@ -207,12 +208,15 @@ class Coordinator:
             known, known_outputs: statuses and outputs the caller already has (the step
                 it just completed); only the rest is read from Redis.
             keep: see `completed`.
+            clean: steps whose dependencies are known to have all succeeded.
         """
         statuses: dict[str, str] = dict(known or {})
         outputs: dict[str, Any] = dict(known_outputs or {})
         kept: list[str] = []
         work = ready
         while work:
+            for sid in clean.intersection(work):
+                statuses.update(dict.fromkeys(ctx.dag.deps[sid], "succeeded"))
             need = sorted({d for s in work for d in ctx.dag.deps[s]} - statuses.keys())
             need_out = sorted(
                 {d for s in work if (p := ctx.dag.predicates.get(s)) is not None for d in p.steps}
@@ -260,6 +264,7 @@ class Coordinator:
                         self.finalize(ctx)
                     return []
                 later.extend(done.ready)
+                clean |= done.clean
                 if done.unfinished == 0:
                     self.finalize(ctx)
             if keep is not None:

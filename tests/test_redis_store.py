@@ -256,6 +256,8 @@ def test_complete_releases_a_dependent_once_when_its_last_dependency_finishes(st
     assert store.client.hget(key(store, run_id, "remaining"), "d") == "1"
     rc = complete(store, run_id, "c", output=3, dependents=("d", "e"))
     assert rc.applied and sorted(rc.ready) == ["d", "e"]
+    # e's only dependency succeeded: said so, no statuses to read; d's b failed.
+    assert rc.clean == {"e"}
     assert rc.unfinished == 2
     assert not complete(store, run_id, "c", output=3, dependents=("d", "e")).applied
     assert store.client.hget(key(store, run_id, "remaining"), "d") == "0"

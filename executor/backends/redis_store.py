@@ -76,6 +76,7 @@ class Completion:
     unfinished: int = -1
     stop: str = ""
     ready: tuple[str, ...] = ()
+    clean: frozenset[str] = frozenset()  # ready steps whose dependencies all succeeded
 
 
 @dataclass(slots=True)
@@ -376,7 +377,8 @@ class RedisStore:
         r = self._batch([self._script("complete", self.keys(run_id), args)])[0]
         if r[0] != 1:
             return Completion(False)
-        return Completion(True, int(r[1]), r[2], tuple(r[3:]))
+        ready = tuple(d.removesuffix("|x") for d in r[3:])
+        return Completion(True, int(r[1]), r[2], ready, frozenset(d for d in r[3:] if "|" not in d))
 
     def repair_state(
         self, run_id: str, steps: tuple[str, ...]

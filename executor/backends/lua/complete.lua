@@ -3,7 +3,10 @@
 -- ARGV: step, status, output JSON or '', record JSON, at, worker, attempt number or '',
 --       attempt JSON or '', error text, dependents...
 -- Returns {1, unfinished steps, stop reason, dependents that became ready...},
--- or {0} when the step was already terminal (a duplicate: nothing changes).
+-- or {0} when the step was already terminal (a duplicate: nothing changes). A ready
+-- dependent comes as `id|x` when some of its dependencies did not succeed (counted in
+-- the `remaining` hash as `id|x`), else as its id: the coordinator then knows every
+-- dependency succeeded without reading their statuses.
 local step = ARGV[1]
 local st = redis.call('HGET', KEYS[2], step)
 if not st then return {-1} end
@@ -27,10 +30,13 @@ local unfinished = redis.call('HINCRBY', KEYS[1], 'unfinished', -1)
 local stop = redis.call('HGET', KEYS[1], 'stop') or ''
 local reply = {1, unfinished, stop}
 if stop == '' then
+  local failed = ARGV[2] ~= 'succeeded'
   for i = 10, #ARGV do
     local dep = ARGV[i]
+    if failed then redis.call('HINCRBY', KEYS[3], dep .. '|x', 1) end
     if redis.call('HINCRBY', KEYS[3], dep, -1) == 0 and
         redis.call('HGET', KEYS[2], dep) == 'pending' then
+      if redis.call('HEXISTS', KEYS[3], dep .. '|x') == 1 then dep = dep .. '|x' end
       reply[#reply + 1] = dep
     end
   end
