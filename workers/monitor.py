@@ -2,7 +2,8 @@
 
 One thread per worker process. While steps run it wakes often enough to renew their
 leases (a third of the lease) and to notice that their run is stopping (fail-fast,
-cancel, timeout), then cancels their task. With nothing running it sleeps.
+cancel, timeout), then cancels their task. With nothing running it only looks at its
+(in-memory) set of steps once a tick.
 """
 
 from __future__ import annotations
@@ -79,13 +80,11 @@ class Monitor:
         self, run_id: str, step_id: str, attempt: int, slot: str | None = None, tool: str = ""
     ) -> Tracked:
         t = Tracked(run_id, step_id, attempt, slot=slot, tool=tool)
+        # No wake-up: the monitor sees new steps on its next tick. Waking it per step
+        # cost a thread switch and a stop check round trip per hop of a chain, for
+        # steps that were just claimed (the claim checks the stop) and mostly end first.
         with self._lock:
-            idle = not self._tracked
             self._tracked.add(t)
-        if idle:
-            # Only an idle monitor needs waking; a busy one sees new steps on its next
-            # tick (waking it per step would cost a Redis round trip per step).
-            self._wake.set()
         return t
 
     def untrack(self, t: Tracked) -> None:
@@ -93,16 +92,20 @@ class Monitor:
             self._tracked.discard(t)
 
     def _loop(self) -> None:
+        idle = True
         while not self._stopping.is_set():
             with self._lock:
                 tracked = list(self._tracked)
             if not tracked:
-                self._wake.wait()
+                idle = True
+                self._wake.wait(STOP_CHECK_SECONDS)
                 self._wake.clear()
-                # Whatever is tracked now was just claimed with a fresh lease.
-                self._next_renew = time.monotonic() + self.lease_seconds / 3
                 continue
             now = time.monotonic()
+            if idle:
+                # Whatever is tracked now was claimed within a tick, with a fresh lease.
+                idle = False
+                self._next_renew = now + self.lease_seconds / 3 - STOP_CHECK_SECONDS
             try:
                 self._check(tracked, now)
             except Exception:  # Redis hiccup: try again next tick, leases have slack
