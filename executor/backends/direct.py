@@ -20,6 +20,13 @@ from typing import Any
 
 import redis
 
+try:  # redis[hiredis] is a dependency; without it, packing is redis-py's (slower) way
+    from hiredis import pack_command as _pack
+
+    HIREDIS = True
+except ImportError:  # pragma: no cover
+    HIREDIS = False
+
 Command = tuple[Any, ...]
 
 
@@ -55,7 +62,8 @@ class DirectConnections:
         reply (after reading them all, so the connection stays in step)."""
         conn = self._conn()
         try:
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            packed = [b"".join(map(_pack, commands))] if HIREDIS else conn.pack_commands(commands)
+            conn.send_packed_command(packed, check_health=False)
             replies: list[Any] = []
             error: redis.ResponseError | None = None
             for _ in commands:
