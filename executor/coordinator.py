@@ -8,6 +8,7 @@ broker. Nothing here waits on a central loop.
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from executor.validation import validate_flow
 DEFAULT_QUEUE = "dagrelay"
 ACTOR_NAME = "run_step"
 
+
+FLOW_CACHE = 32  # parsed flows kept per process
 
 # Bundles of at most this many steps, and at least this many bundles per fan-out.
 BUNDLE_MAX = 16
@@ -112,24 +115,41 @@ class Coordinator:
         self.sender = sender
         self.tool_timeout = tool_timeout
         self._cache: OrderedDict[str, RunContext] = OrderedDict()
+        self._flows: OrderedDict[str, RunContext] = OrderedDict()  # by the flow's JSON
+        self._lock = threading.Lock()
         self._cache_size = cache_size
 
     def context(self, run_id: str) -> RunContext:
         """The run's context, from the cache or read once from Redis."""
-        ctx = self._cache.get(run_id)
-        if ctx is None:
-            meta = self.store.run_meta(run_id, "flow", "inputs")
-            flow = Flow.model_validate_json(meta["flow"])
-            ctx = RunContext.build(run_id, flow, json.loads(meta["inputs"]))
-            self.remember(ctx)
+        with self._lock:  # worker threads share the caches
+            ctx = self._cache.get(run_id)
+            if ctx is not None:
+                self._cache.move_to_end(run_id)
+                return ctx
+        meta = self.store.run_meta(run_id, "flow", "inputs")
+        inputs = json.loads(meta["inputs"])
+        # Runs of one flow share its parsed, validated form: a new run's first step here
+        # costs no validation (it was validated at submit, and once in this process).
+        with self._lock:
+            same = self._flows.get(meta["flow"])
+            if same is not None:
+                self._flows.move_to_end(meta["flow"])
+        if same is None:
+            ctx = RunContext.build(run_id, Flow.model_validate_json(meta["flow"]), inputs)
+            with self._lock:
+                self._flows[meta["flow"]] = ctx
+                while len(self._flows) > FLOW_CACHE:
+                    self._flows.popitem(last=False)
         else:
-            self._cache.move_to_end(run_id)
+            ctx = RunContext(run_id, same.dag, inputs, same.scheduler, same.needs)
+        self.remember(ctx)
         return ctx
 
     def remember(self, ctx: RunContext) -> None:
-        self._cache[ctx.run_id] = ctx
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[ctx.run_id] = ctx
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
 
     # Driving a run ------------------------------------------------------------------
     def start(self, ctx: RunContext) -> None:

@@ -824,3 +824,21 @@ def test_a_step_queued_without_its_message_is_sent_again_by_repair(fake, tmp_pat
     fake.runtime.sweeper.sweep()
     result = handle.wait(timeout=10)
     assert result.status == "succeeded" and read_count(cb) == 1
+
+
+def test_runs_of_one_flow_share_its_parsed_form_in_a_worker_and_keep_their_inputs(fake):
+    flow = Flow(
+        name="shared",
+        steps=[Step(id="a", tool="add", inputs={"a": "$input.x", "b": 1})],
+        output="$steps.a",
+    )
+    other = flow.model_copy(update={"name": "other"})
+    fake.start_worker()
+    first = fake.executor.run(flow, {"x": 1}, timeout=10)
+    second = fake.executor.run(flow, {"x": 41}, timeout=10)
+    third = fake.executor.run(other, {"x": 2}, timeout=10)
+    assert (first.output, second.output, third.output) == (2, 42, 3)
+    context = fake.runtime.coordinator.context
+    a, b, c = context(first.run_id), context(second.run_id), context(third.run_id)
+    assert a.dag is b.dag and a.inputs != b.inputs  # validated once, inputs per run
+    assert c.dag is not a.dag and c.dag.flow.name == "other"
