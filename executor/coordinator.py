@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from executor.backends.redis_store import RedisStore
+from executor.backends.redis_store import Claim, NextClaim, RedisStore
 from executor.dag import Dag
 from executor.flow import Flow
 from executor.references import Scope, iter_refs, parse_ref
@@ -170,6 +170,8 @@ class Coordinator:
         attempt_json: str = "",
         error: str = "",
         keep: Keep | None = None,
+        then: NextClaim | None = None,
+        claimed: dict[str, Claim] | None = None,
     ) -> list[str]:
         """Record a step's terminal status and carry the run forward.
 
@@ -179,6 +181,9 @@ class Coordinator:
             keep: asked for each ready dependent, with how many are kept so far, whether
                 the caller runs it itself: those are returned instead of sent, and the
                 caller runs them in place (claiming each first, like any worker).
+            then: a dependent (whose only dependency is this step) to claim in place in
+                the same round trip; when taken, its claim goes into `claimed` and it
+                comes first among the kept steps.
         Returns:
             the kept step ids.
         """
@@ -194,24 +199,32 @@ class Coordinator:
             attempt_json,
             error,
             ctx.dag.dependents[step_id],
+            then,
         )
+        ahead: list[str] = []
+        if then is not None and done.then is not None and done.then.kind == "ok":
+            ahead = [then.step]
+            if claimed is not None:
+                claimed[then.step] = done.then
         if not done.applied:
             # Recorded already: by another attempt, or by this call whose first reply was
             # lost and which redis-py retried. Make sure the dependents were decided.
             self.repair(ctx, step_id)
-            return []
+            return ahead
         if ctx.scheduler.stops_run(status):  # type: ignore[arg-type]
             self.stop(ctx.run_id, "failed")
             if done.unfinished == 0:  # the run was stopping already: this was its last step
                 self.finalize(ctx)
-            return []
-        if done.ready:
+            return ahead
+        ready = [d for d in done.ready if d not in ahead]
+        if ready:
             known = {step_id: status}
             outputs = {step_id: output} if status == "succeeded" else {}
-            return self.resolve(ctx, list(done.ready), known, outputs, keep, done.clean)
-        if done.unfinished == 0:
+            kept = self.resolve(ctx, ready, known, outputs, keep, done.clean, len(ahead))
+            return ahead + kept
+        if done.unfinished == 0 and not ahead:
             self.finalize(ctx)
-        return []
+        return ahead
 
     def resolve(
         self,
@@ -221,6 +234,7 @@ class Coordinator:
         known_outputs: dict[str, Any] | None = None,
         keep: Keep | None = None,
         clean: frozenset[str] = frozenset(),
+        kept_already: int = 0,
     ) -> list[str]:
         """Decide steps whose dependencies are all terminal: send, skip or fail them.
 
@@ -229,6 +243,7 @@ class Coordinator:
                 it just completed); only the rest is read from Redis.
             keep: see `completed`.
             clean: steps whose dependencies are known to have all succeeded.
+            kept_already: steps the caller keeps besides (for `keep`'s count).
         """
         statuses: dict[str, str] = dict(known or {})
         outputs: dict[str, Any] = dict(known_outputs or {})
@@ -289,7 +304,7 @@ class Coordinator:
                     self.finalize(ctx)
             if keep is not None:
                 for sid in list(to_run):
-                    if keep(sid, len(kept)):
+                    if keep(sid, kept_already + len(kept)):
                         kept.append(sid)
                         to_run.remove(sid)
             if to_run:

@@ -202,3 +202,27 @@ def test_a_forged_bundle_naming_an_unknown_step_is_dropped(fake, tmp_path) -> No
     fake.runtime.run_step(handle.run_id, ["w2", 3], 1)  # type: ignore[list-item]
     fake.runtime.run_step(handle.run_id, [], 1)
     assert read_count(str(tmp_path / "w1")) + read_count(str(tmp_path / "w2")) == 0
+
+
+def test_a_chain_continued_in_place_costs_one_store_round_trip_a_hop(fake, monkeypatch) -> None:
+    """The completion of a step and the claim of the next share a round trip."""
+    n = 30
+    steps = [Step(id="s0", tool="add", inputs={"a": 0, "b": 1})]
+    steps += [
+        Step(id=f"s{i}", tool="add", inputs={"a": f"$steps.s{i - 1}", "b": 1}) for i in range(1, n)
+    ]
+    handle = fake.executor.submit(Flow(name="chain", steps=steps, output=f"$steps.s{n - 1}"))
+    batches = []
+    real = fake.store._batch
+    monkeypatch.setattr(fake.store, "_batch", lambda cmds: batches.append(cmds) or real(cmds))
+    fake.runtime.run_step(handle.run_id, "s0", 1)  # the whole chain, on this thread
+    result = handle.wait(timeout=10)
+    assert result.status == "succeeded" and result.output == n
+    scripts = [c for cmds in batches for c in cmds if c[0] == "EVALSHA"]
+    assert len(batches) <= n + 3, f"{len(batches)} round trips for {n} hops"
+    assert len(scripts) >= 2 * n  # still a claim and a completion per step
+    # Every step recorded as itself, one attempt, in order.
+    for i in range(1, n):
+        rec = result.steps[f"s{i}"]
+        assert [a.number for a in rec.attempts] == [1]
+        assert rec.started_at >= result.steps[f"s{i - 1}"].finished_at

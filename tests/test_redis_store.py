@@ -15,7 +15,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from executor.backends.redis_store import KEY_NAMES, Claim, Completion, RedisStore
+from executor.backends.redis_store import KEY_NAMES, Claim, Completion, NextClaim, RedisStore
 
 LONG_LEASE = 60_000  # ms: never expires during a test
 SHORT_LEASE = 40  # ms
@@ -553,3 +553,32 @@ def test_renew_many_extends_held_leases_and_reports_stops(store):
     assert claim(store, run_id, "b", worker="w2").attempt == 2  # not renewed: taken over
     store.stop(run_id, "cancelled", now())
     assert store.renew_many([(run_id, "a", 1)], 10_000) == [(True, "cancelled")]
+
+
+def test_a_completion_can_claim_its_only_dependent_in_the_same_round_trip(store):
+    run_id = new_run(store, {"a": [], "b": ["a"], "c": ["a", "x"], "x": [], "d": ["x"]})
+    store.mark_queued(run_id, ["a", "x"], now())
+    claim(store, run_id, "a")
+    claim(store, run_id, "x")
+    ahead = NextClaim("b", "tok", LONG_LEASE, now(), "w1", ("a",))
+    done = store.complete(
+        run_id, "a", "succeeded", "7", {}, now(), "w1", 1, "", "", ("b", "c"), ahead
+    )
+    assert done.applied and done.ready == ("b",)
+    assert done.then is not None and done.then.kind == "ok"
+    assert done.then.attempt == 1 and done.then.outputs == {"a": 7}
+    assert store.all_statuses(run_id)["b"] == "running"
+    stream = store.client.xrange(key(store, run_id, "events"))
+    statuses = [f["status"] for _, f in stream if f.get("step") == "b"]
+    assert statuses == ["queued", "running"]
+    # c still waits for x: asked ahead (with b's completion), it is refused, stays pending.
+    early = NextClaim("c", "tok", LONG_LEASE, now(), "w1", ("a", "x"))
+    late = store.complete(run_id, "b", "succeeded", "1", {}, now(), "w1", 1, "", "", (), early)
+    assert late.applied and late.then is not None and late.then.kind == "unready"
+    assert store.all_statuses(run_id)["c"] == "pending"
+    # A dependency that did not succeed never lets its dependent be claimed ahead.
+    bad = NextClaim("d", "tok", LONG_LEASE, now(), "w1", ("x",))
+    failed = store.complete(run_id, "x", "failed", "", {}, now(), "w1", 1, "", "", ("d",), bad)
+    assert failed.applied and failed.ready == ("d",)
+    assert failed.then is not None and failed.then.kind == "unready"
+    assert store.all_statuses(run_id)["d"] == "pending"

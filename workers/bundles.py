@@ -69,6 +69,13 @@ async def _drive(
     errors: list[BaseException] = []
 
     def start(ids: list[str], attempt: int, inplace: bool) -> None:
+        ahead = rt._preclaimed()
+        pre = {s: ahead.pop(s) for s in ids if s in ahead}  # claimed with their dependency
+        for sid, claim in pre.items():
+            running.add(asyncio.ensure_future(_run_step(rt, ctx, sid, claim, keep)))
+        ids = [s for s in ids if s not in pre]
+        if not ids:
+            return
         claims = rt.store.claim_many(
             ctx.run_id,
             [(sid, attempt, secrets.token_hex(6), ctx.needs[sid]) for sid in ids],

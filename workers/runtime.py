@@ -17,7 +17,7 @@ import dramatiq
 
 from executor.attempts import call_tool, format_tb, run_map
 from executor.backends.redis import BrokerSender
-from executor.backends.redis_store import Claim, RedisStore
+from executor.backends.redis_store import Claim, NextClaim, RedisStore
 from executor.coordinator import Coordinator, Keep, RunContext, now_iso
 from executor.errors import RunNotFoundError, ToolOutputError
 from executor.flow import Step
@@ -151,6 +151,10 @@ class StepRuntime:
             and step.map is None
             and slot is None
         )
+        claim = self._preclaimed().pop(step_id, None)  # taken with its dependency's end
+        if claim is not None:
+            with step_scope(ctx.run_id, step_id, claim.attempt, self.worker, step.tool):
+                return self._execute(ctx, step, tool, claim, keep)
         if detach:
             assert self.detached is not None
             self.detached.slots.acquire()  # back-pressure: this thread waits for a slot
@@ -265,6 +269,35 @@ class StepRuntime:
         if kept:
             run_bundle(self, ctx, kept, 1, True, keep)
 
+    def _preclaimed(self) -> dict[str, Claim]:
+        """Steps this thread claimed ahead (see `NextClaim`) and runs next."""
+        claimed: dict[str, Claim] | None = getattr(self._local, "claimed", None)
+        if claimed is None:
+            claimed = self._local.claimed = {}
+        return claimed
+
+    def _next_claim(self, ctx: RunContext, step_id: str, keep: Keep | None) -> NextClaim | None:
+        """A dependent that only waits for `step_id` and that this thread would run next
+        the plain way (no `when`, no map, no tool slot, not detached): claimed with the
+        completion in one round trip."""
+        if keep is None:
+            return None
+        for d in ctx.dag.dependents[step_id]:
+            step = ctx.dag.steps[d]
+            tool = self.registry.get(step.tool) if step.tool in self.registry else None
+            if (
+                ctx.dag.deps[d] == (step_id,)
+                and d not in ctx.dag.predicates
+                and step.map is None
+                and tool is not None
+                and not (self.detached is not None and tool.is_async)
+                and keep(d, 0)
+            ):
+                lease_ms = int(self.settings.lease_seconds * 1000)
+                token = secrets.token_hex(6)
+                return NextClaim(d, token, lease_ms, now_iso(), self.worker, ctx.needs[d])
+        return None
+
     def _take_drops(self) -> list[str]:
         drops: list[str] = getattr(self._local, "drops", [])
         self._local.drops = []
@@ -284,7 +317,7 @@ class StepRuntime:
         """Run a claimed attempt, then record it: retry, or complete and coordinate."""
         record, attempt_rec = self._begin(step, claim)
         outcome = self._attempt(ctx, step, tool, claim, record, attempt_rec)
-        return self._finish(ctx, step, tool, claim, record, attempt_rec, outcome, keep)
+        return self._finish(ctx, step, tool, claim, record, attempt_rec, outcome, keep, True)
 
     def _begin(self, step: Step, claim: Claim) -> tuple[dict[str, Any], dict[str, Any]]:
         """The step record and attempt record of a claimed attempt, as it starts."""
@@ -313,8 +346,13 @@ class StepRuntime:
         attempt_rec: dict[str, Any],
         outcome: Outcome,
         keep: Keep | None,
+        ahead: bool = False,
     ) -> list[str]:
-        """Record an attempt's outcome: retry it, or complete the step and coordinate."""
+        """Record an attempt's outcome: retry it, or complete the step and coordinate.
+
+        With `ahead` (this thread runs what it keeps next, right away), a dependent this
+        thread would keep is claimed in the completion's own round trip.
+        """
         run_id, step_id, number, worker = ctx.run_id, step.id, claim.attempt, self.worker
         status, output, exc, error = outcome
         output_json = json.dumps(output) if status == "succeeded" else ""
@@ -352,6 +390,8 @@ class StepRuntime:
             attempt_json=json.dumps(attempt_rec),
             error=str(error) if error else "",
             keep=keep,
+            then=self._next_claim(ctx, step_id, keep) if ahead and status == "succeeded" else None,
+            claimed=self._preclaimed(),
         )
         # Its dependents are decided: its lease hint can go, with this thread's next
         # claim (no extra round trip). Should this process die first, the sweeper finds

@@ -77,6 +77,20 @@ class Completion:
     stop: str = ""
     ready: tuple[str, ...] = ()
     clean: frozenset[str] = frozenset()  # ready steps whose dependencies all succeeded
+    then: Claim | None = None  # the answer to `NextClaim`, if one was asked
+
+
+@dataclass(frozen=True, slots=True)
+class NextClaim:
+    """Claim this dependent in place in the same round trip as a successful completion
+    (its only dependency): a hop of a chain in one round trip instead of two."""
+
+    step: str
+    token: str
+    lease_ms: int
+    started_at: str
+    worker: str
+    needs: tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -355,6 +369,7 @@ class RedisStore:
         attempt_json: str,
         error: str,
         dependents: tuple[str, ...],
+        then: NextClaim | None = None,
     ) -> Completion:
         """Record a terminal status once; returns the dependents that became ready.
 
@@ -374,11 +389,22 @@ class RedisStore:
             *dependents,
         ]
 
-        r = self._batch([self._script("complete", self.keys(run_id), args)])[0]
+        keys = self.keys(run_id)
+        commands = [self._script("complete", keys, args)]
+        if then is not None:
+            n = then
+            claim_args = [n.step, 1, n.token, n.lease_ms, n.started_at, n.worker, 0, f"1:{step}"]
+            commands.append(self._script("claim", keys, [*claim_args, *n.needs]))
+            expiry = time.time() + n.lease_ms / 1000
+            commands.append(("ZADD", self.leases_key, expiry, f"{run_id}|{n.step}"))
+        replies = self._batch(commands)
+        r = replies[0]
+        claimed = _claim(replies[1], then.needs) if then is not None else None
         if r[0] != 1:
-            return Completion(False)
+            return Completion(False, then=claimed)
         ready = tuple(d.removesuffix("|x") for d in r[3:])
-        return Completion(True, int(r[1]), r[2], ready, frozenset(d for d in r[3:] if "|" not in d))
+        clean = frozenset(d for d in r[3:] if "|" not in d)
+        return Completion(True, int(r[1]), r[2], ready, clean, claimed)
 
     def repair_state(
         self, run_id: str, steps: tuple[str, ...]

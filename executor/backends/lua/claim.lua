@@ -1,17 +1,24 @@
 -- Claim a step for one attempt, and load what the worker needs, in one round trip.
 -- KEYS: meta status remaining out rec att claims events times end [tool semaphore]
 -- ARGV: step, message attempt, token, lease ms, started_at, worker, semaphore limit (0: none),
---       in place (1: the caller decided this pending step and runs it without a message),
+--       in place (1: the caller decided this pending step and runs it without a message;
+--       `1:DEP`: the same, sent in one round trip with the completion of DEP, its only
+--       dependency: claimed only if DEP succeeded and nothing else holds it back),
 --       deps whose outputs to return...
 -- Returns {'ok', attempt, queued_at, first started_at, lost attempt or 0, outputs...}
--- or {'done'|'stopped'|'busy'|'stale'|'missing'|'full', detail}.
+-- or {'done'|'stopped'|'busy'|'stale'|'missing'|'full'|'unready', detail}.
 -- The semaphore (a tool's max_concurrency, cluster-wide) is a sorted set of holders by
 -- lease expiry: a crashed holder drops out when its lease passes, it cannot leak a slot.
 local step = ARGV[1]
 local st = redis.call('HGET', KEYS[2], step)
 if not st then return {'missing', ''} end
-local inplace = ARGV[8] == '1'
+local inplace = string.sub(ARGV[8], 1, 1) == '1'
 if st == 'pending' and not inplace then return {'stale', st} end
+local after = string.sub(ARGV[8], 3)
+if after ~= '' and (redis.call('HGET', KEYS[2], after) ~= 'succeeded' or
+    tonumber(redis.call('HGET', KEYS[3], step) or '1') ~= 0) then
+  return {'unready', after}
+end
 if st ~= 'pending' and st ~= 'queued' and st ~= 'running' then return {'done', st} end
 local stop = redis.call('HGET', KEYS[1], 'stop')
 if stop and stop ~= '' then return {'stopped', stop} end
