@@ -170,7 +170,7 @@ class Coordinator:
         attempt_json: str = "",
         error: str = "",
         keep: Keep | None = None,
-        then: NextClaim | None = None,
+        then: tuple[NextClaim, ...] = (),
         claimed: dict[str, Claim] | None = None,
     ) -> list[str]:
         """Record a step's terminal status and carry the run forward.
@@ -181,9 +181,9 @@ class Coordinator:
             keep: asked for each ready dependent, with how many are kept so far, whether
                 the caller runs it itself: those are returned instead of sent, and the
                 caller runs them in place (claiming each first, like any worker).
-            then: a dependent (whose only dependency is this step) to claim in place in
-                the same round trip; when taken, its claim goes into `claimed` and it
-                comes first among the kept steps.
+            then: dependents to claim in place in the same round trip (each taken only if
+                this completion makes it ready with every dependency succeeded); those
+                taken go into `claimed` and come first among the kept steps.
         Returns:
             the kept step ids.
         """
@@ -202,10 +202,11 @@ class Coordinator:
             then,
         )
         ahead: list[str] = []
-        if then is not None and done.then is not None and done.then.kind == "ok":
-            ahead = [then.step]
-            if claimed is not None:
-                claimed[then.step] = done.then
+        for n, claim in zip(then, done.then, strict=False):
+            if claim.kind == "ok":
+                ahead.append(n.step)
+                if claimed is not None:
+                    claimed[n.step] = claim
         if not done.applied:
             # Recorded already: by another attempt, or by this call whose first reply was
             # lost and which redis-py retried. Make sure the dependents were decided.

@@ -555,30 +555,29 @@ def test_renew_many_extends_held_leases_and_reports_stops(store):
     assert store.renew_many([(run_id, "a", 1)], 10_000) == [(True, "cancelled")]
 
 
-def test_a_completion_can_claim_its_only_dependent_in_the_same_round_trip(store):
+def test_a_completion_can_claim_dependents_it_makes_ready_in_the_same_round_trip(store):
     run_id = new_run(store, {"a": [], "b": ["a"], "c": ["a", "x"], "x": [], "d": ["x"]})
     store.mark_queued(run_id, ["a", "x"], now())
     claim(store, run_id, "a")
     claim(store, run_id, "x")
-    ahead = NextClaim("b", "tok", LONG_LEASE, now(), "w1", ("a",))
-    done = store.complete(
-        run_id, "a", "succeeded", "7", {}, now(), "w1", 1, "", "", ("b", "c"), ahead
-    )
+
+    def ahead(step: str, *needs: str) -> NextClaim:
+        return NextClaim(step, uuid.uuid4().hex[:8], LONG_LEASE, now(), "w1", needs)
+
+    def finish(step: str, status: str, output: str, deps: tuple[str, ...], *then: NextClaim):
+        return store.complete(run_id, step, status, output, {}, now(), "w1", 1, "", "", deps, then)
+
+    done = finish("a", "succeeded", "7", ("b", "c"), ahead("b", "a"), ahead("c", "a", "x"))
     assert done.applied and done.ready == ("b",)
-    assert done.then is not None and done.then.kind == "ok"
-    assert done.then.attempt == 1 and done.then.outputs == {"a": 7}
+    # b is ready and taken, with a's output; c still waits for x: refused, still pending.
+    assert [c.kind for c in done.then] == ["ok", "unready"]
+    assert done.then[0].attempt == 1 and done.then[0].outputs == {"a": 7}
     assert store.all_statuses(run_id)["b"] == "running"
-    stream = store.client.xrange(key(store, run_id, "events"))
-    statuses = [f["status"] for _, f in stream if f.get("step") == "b"]
-    assert statuses == ["queued", "running"]
-    # c still waits for x: asked ahead (with b's completion), it is refused, stays pending.
-    early = NextClaim("c", "tok", LONG_LEASE, now(), "w1", ("a", "x"))
-    late = store.complete(run_id, "b", "succeeded", "1", {}, now(), "w1", 1, "", "", (), early)
-    assert late.applied and late.then is not None and late.then.kind == "unready"
     assert store.all_statuses(run_id)["c"] == "pending"
-    # A dependency that did not succeed never lets its dependent be claimed ahead.
-    bad = NextClaim("d", "tok", LONG_LEASE, now(), "w1", ("x",))
-    failed = store.complete(run_id, "x", "failed", "", {}, now(), "w1", 1, "", "", ("d",), bad)
-    assert failed.applied and failed.ready == ("d",)
-    assert failed.then is not None and failed.then.kind == "unready"
-    assert store.all_statuses(run_id)["d"] == "pending"
+    stream = store.client.xrange(key(store, run_id, "events"))
+    assert [f["status"] for _, f in stream if f.get("step") == "b"] == ["queued", "running"]
+    # A dependency that did not succeed never lets a dependent be taken ahead.
+    failed = finish("x", "failed", "", ("c", "d"), ahead("c", "a", "x"), ahead("d", "x"))
+    assert failed.applied and sorted(failed.ready) == ["c", "d"]
+    assert [c.kind for c in failed.then] == ["unready", "unready"]
+    assert store.all_statuses(run_id)["c"] == store.all_statuses(run_id)["d"] == "pending"

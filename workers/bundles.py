@@ -123,4 +123,4 @@ async def _run_step(
         outcome = await rt._attempt_async(ctx, step, tool, claim, record, attempt_rec)
         # Recorded at once (a short blocking round trip on this loop): a dependent of
         # this step need not wait for the rest of the bundle.
-        return rt._finish(ctx, step, tool, claim, record, attempt_rec, outcome, keep)
+        return rt._finish(ctx, step, tool, claim, record, attempt_rec, outcome, keep, True)

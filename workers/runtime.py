@@ -276,27 +276,28 @@ class StepRuntime:
             claimed = self._local.claimed = {}
         return claimed
 
-    def _next_claim(self, ctx: RunContext, step_id: str, keep: Keep | None) -> NextClaim | None:
-        """A dependent that only waits for `step_id` and that this thread would run next
-        the plain way (no `when`, no map, no tool slot, not detached): claimed with the
-        completion in one round trip."""
+    def _next_claims(
+        self, ctx: RunContext, step_id: str, keep: Keep | None
+    ) -> tuple[NextClaim, ...]:
+        """Dependents this thread would run next the plain way (no `when`, no map, no tool
+        slot, not detached): asked ahead with the completion, in its round trip."""
         if keep is None:
-            return None
+            return ()
+        out: list[NextClaim] = []
+        lease_ms = int(self.settings.lease_seconds * 1000)
         for d in ctx.dag.dependents[step_id]:
             step = ctx.dag.steps[d]
             tool = self.registry.get(step.tool) if step.tool in self.registry else None
             if (
-                ctx.dag.deps[d] == (step_id,)
-                and d not in ctx.dag.predicates
+                d not in ctx.dag.predicates
                 and step.map is None
                 and tool is not None
                 and not (self.detached is not None and tool.is_async)
-                and keep(d, 0)
+                and keep(d, len(out))
             ):
-                lease_ms = int(self.settings.lease_seconds * 1000)
                 token = secrets.token_hex(6)
-                return NextClaim(d, token, lease_ms, now_iso(), self.worker, ctx.needs[d])
-        return None
+                out.append(NextClaim(d, token, lease_ms, now_iso(), self.worker, ctx.needs[d]))
+        return tuple(out)
 
     def _take_drops(self) -> list[str]:
         drops: list[str] = getattr(self._local, "drops", [])
@@ -350,8 +351,8 @@ class StepRuntime:
     ) -> list[str]:
         """Record an attempt's outcome: retry it, or complete the step and coordinate.
 
-        With `ahead` (this thread runs what it keeps next, right away), a dependent this
-        thread would keep is claimed in the completion's own round trip.
+        With `ahead` (this thread runs what it keeps next, right away), the dependents
+        this thread would keep are claimed in the completion's own round trip.
         """
         run_id, step_id, number, worker = ctx.run_id, step.id, claim.attempt, self.worker
         status, output, exc, error = outcome
@@ -390,7 +391,7 @@ class StepRuntime:
             attempt_json=json.dumps(attempt_rec),
             error=str(error) if error else "",
             keep=keep,
-            then=self._next_claim(ctx, step_id, keep) if ahead and status == "succeeded" else None,
+            then=self._next_claims(ctx, step_id, keep) if ahead and status == "succeeded" else (),
             claimed=self._preclaimed(),
         )
         # Its dependents are decided: its lease hint can go, with this thread's next

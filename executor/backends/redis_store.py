@@ -77,13 +77,14 @@ class Completion:
     stop: str = ""
     ready: tuple[str, ...] = ()
     clean: frozenset[str] = frozenset()  # ready steps whose dependencies all succeeded
-    then: Claim | None = None  # the answer to `NextClaim`, if one was asked
+    then: tuple[Claim, ...] = ()  # the answers to the `NextClaim`s asked
 
 
 @dataclass(frozen=True, slots=True)
 class NextClaim:
-    """Claim this dependent in place in the same round trip as a successful completion
-    (its only dependency): a hop of a chain in one round trip instead of two."""
+    """Claim this dependent in place in the same round trip as a successful completion of
+    one of its dependencies, if that makes it ready with every dependency succeeded: a
+    hop in one round trip instead of two."""
 
     step: str
     token: str
@@ -369,7 +370,7 @@ class RedisStore:
         attempt_json: str,
         error: str,
         dependents: tuple[str, ...],
-        then: NextClaim | None = None,
+        then: tuple[NextClaim, ...] = (),
     ) -> Completion:
         """Record a terminal status once; returns the dependents that became ready.
 
@@ -391,15 +392,16 @@ class RedisStore:
 
         keys = self.keys(run_id)
         commands = [self._script("complete", keys, args)]
-        if then is not None:
-            n = then
-            claim_args = [n.step, 1, n.token, n.lease_ms, n.started_at, n.worker, 0, f"1:{step}"]
+        for n in then:
+            claim_args = [n.step, 1, n.token, n.lease_ms, n.started_at, n.worker, 0, "1+"]
             commands.append(self._script("claim", keys, [*claim_args, *n.needs]))
-            expiry = time.time() + n.lease_ms / 1000
-            commands.append(("ZADD", self.leases_key, expiry, f"{run_id}|{n.step}"))
+        if then:
+            expiry = time.time() + then[0].lease_ms / 1000
+            hints = [x for n in then for x in (expiry, f"{run_id}|{n.step}")]
+            commands.append(("ZADD", self.leases_key, *hints))
         replies = self._batch(commands)
         r = replies[0]
-        claimed = _claim(replies[1], then.needs) if then is not None else None
+        claimed = tuple(_claim(c, n.needs) for c, n in zip(replies[1:], then, strict=False))
         if r[0] != 1:
             return Completion(False, then=claimed)
         ready = tuple(d.removesuffix("|x") for d in r[3:])

@@ -2,8 +2,8 @@
 -- KEYS: meta status remaining out rec att claims events times end [tool semaphore]
 -- ARGV: step, message attempt, token, lease ms, started_at, worker, semaphore limit (0: none),
 --       in place (1: the caller decided this pending step and runs it without a message;
---       `1:DEP`: the same, sent in one round trip with the completion of DEP, its only
---       dependency: claimed only if DEP succeeded and nothing else holds it back),
+--       `1+`: the same, asked ahead in one round trip with the completion of one of its
+--       dependencies: claimed only if all of them are now done and succeeded),
 --       deps whose outputs to return...
 -- Returns {'ok', attempt, queued_at, first started_at, lost attempt or 0, outputs...}
 -- or {'done'|'stopped'|'busy'|'stale'|'missing'|'full'|'unready', detail}.
@@ -14,10 +14,9 @@ local st = redis.call('HGET', KEYS[2], step)
 if not st then return {'missing', ''} end
 local inplace = string.sub(ARGV[8], 1, 1) == '1'
 if st == 'pending' and not inplace then return {'stale', st} end
-local after = string.sub(ARGV[8], 3)
-if after ~= '' and (redis.call('HGET', KEYS[2], after) ~= 'succeeded' or
-    tonumber(redis.call('HGET', KEYS[3], step) or '1') ~= 0) then
-  return {'unready', after}
+if ARGV[8] == '1+' and (tonumber(redis.call('HGET', KEYS[3], step) or '1') ~= 0 or
+    redis.call('HEXISTS', KEYS[3], step .. '|x') == 1) then
+  return {'unready', ''}
 end
 if st ~= 'pending' and st ~= 'queued' and st ~= 'running' then return {'done', st} end
 local stop = redis.call('HGET', KEYS[1], 'stop')
