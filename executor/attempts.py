@@ -19,8 +19,9 @@ from typing import Any
 from executor.errors import StepInputError
 from executor.flow import Step
 from executor.predicates import Predicate, PredicateError
+from executor.progress import AttemptProgress, StepProgress
 from executor.references import Scope, parse_ref
-from executor.result import Attempt, StepError, StepRecord, StepStatus
+from executor.result import StepError, StepRecord, StepStatus
 from executor.retry import RetryPolicy
 from executor.tools import Tool
 
@@ -62,10 +63,14 @@ async def call_tool(
 
 Caller = Callable[[Tool, dict[str, Any], float | None], Any]
 Hook = Callable[[int, StepError | None], None]
+# `(the step's record, attempt number, error)`: given the record, a caller can pass one
+# bound method for all its steps instead of making a closure per step.
+StepHook = Callable[[StepProgress, int, StepError | None], None]
+_NO_SLOT = contextlib.nullcontext()  # stateless: one for every call without a slot
 
 
 async def run_attempts(
-    rec: StepRecord,
+    rec: StepProgress,
     tool: Tool,
     policy: RetryPolicy,
     timeout: float | None,
@@ -75,8 +80,8 @@ async def run_attempts(
     worker: str,
     slot: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
     t_queued: float | None = None,
-    on_start: Hook | None = None,
-    on_retry: Hook | None = None,
+    on_start: StepHook | None = None,
+    on_retry: StepHook | None = None,
 ) -> tuple[StepStatus, Any]:
     """Run attempts until one succeeds or the policy gives up, filling `rec`.
 
@@ -92,9 +97,9 @@ async def run_attempts(
     number = 0
     while True:
         number += 1
-        async with slot() if slot is not None else contextlib.nullcontext():
+        async with slot() if slot is not None else _NO_SLOT:
             t_attempt = time.perf_counter()
-            attempt = Attempt(number=number, started_at=now(), worker=worker)
+            attempt = AttemptProgress(number, time.time(), worker)
             if number == 1:
                 t_start = t_attempt
                 rec.started_at = attempt.started_at
@@ -103,7 +108,7 @@ async def run_attempts(
                 if t_queued is not None:
                     rec.queue_wait = t_attempt - t_queued
                 if on_start is not None:
-                    on_start(number, None)
+                    on_start(rec, number, None)
             rec.attempts.append(attempt)
             exc: Exception | None = None
             output: Any = None
@@ -129,13 +134,13 @@ async def run_attempts(
         if delay is None:
             return "failed", None
         if on_retry is not None:
-            on_retry(number, error)
+            on_retry(rec, number, error)
         if delay > 0:
             await asyncio.sleep(delay)
 
 
-def _close(attempt: Attempt, t_attempt: float, error: StepError | None) -> None:
-    attempt.finished_at = now()
+def _close(attempt: AttemptProgress, t_attempt: float, error: StepError | None) -> None:
+    attempt.finished_at = time.time()
     attempt.duration = time.perf_counter() - t_attempt
     attempt.error = error
 
@@ -157,18 +162,57 @@ async def run_map(
     """Run a map step: one tool call per item of `step.map`, concurrently, in `rec.items`.
 
     A `when` that reads `item`/`index` filters items (a false one is `skipped`).
+    `rec` is filled when the step ends (cancelled too); see `map_step` for the rest.
     Returns:
         `("succeeded", outputs in item order)`, or `("failed", None)` with `rec.error`.
     """
+    progress = StepProgress(rec.step_id, rec.tool)
+    hook: StepHook | None = None
+    if on_start is not None:
+        hook = lambda _, number, error: on_start(number, error)  # noqa: E731
+    try:
+        return await map_step(
+            progress,
+            step,
+            tool,
+            policy,
+            timeout,
+            scope,
+            predicate,
+            call,
+            worker,
+            slot=slot,
+            t_queued=t_queued,
+            on_start=hook,
+        )
+    finally:
+        progress.fill(rec)
+
+
+async def map_step(
+    rec: StepProgress,
+    step: Step,
+    tool: Tool,
+    policy: RetryPolicy,
+    timeout: float | None,
+    scope: Scope,
+    predicate: Predicate | None,
+    call: Caller,
+    worker: str,
+    slot: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+    t_queued: float | None = None,
+    on_start: StepHook | None = None,
+) -> tuple[StepStatus, Any]:
+    """`run_map` on a `StepProgress`, which stays readable while the items run."""
     assert step.map is not None
     t0 = time.perf_counter()
-    rec.started_at = now()
+    rec.started_at = time.time()
     rec.worker = worker
     rec.status = "running"
     if t_queued is not None:
         rec.queue_wait = t0 - t_queued
     if on_start is not None:
-        on_start(1, None)
+        on_start(rec, 1, None)
     try:
         try:
             items = scope.lookup(parse_ref(step.map))
@@ -182,7 +226,7 @@ async def run_map(
             )
             return "failed", None
 
-        async def one(child: StepRecord, i: int, item: Any) -> tuple[StepStatus, Any]:
+        async def one(child: StepProgress, i: int, item: Any) -> tuple[StepStatus, Any]:
             if predicate is not None:
                 try:
                     if not predicate.evaluate(scope.input, scope.outputs, item, i):
@@ -206,25 +250,23 @@ async def run_map(
 
         return await run_items(rec, items, one)
     finally:
-        rec.finished_at = now()
+        rec.finished_at = time.time()
         rec.duration = time.perf_counter() - t0
 
 
 async def run_items(
-    rec: StepRecord,
+    rec: StepProgress,
     items: list[Any],
-    run_item: Callable[[StepRecord, int, Any], Any],
+    run_item: Callable[[StepProgress, int, Any], Any],
 ) -> tuple[StepStatus, Any]:
     """Run a map step's items concurrently; the output is the item outputs in order.
 
     Args:
         run_item: `(child record, index, item)` → awaitable of `(status, output)`.
     """
-    rec.items = [
-        StepRecord(step_id=f"{rec.step_id}[{i}]", tool=rec.tool) for i in range(len(items))
-    ]
+    rec.items = [StepProgress(f"{rec.step_id}[{i}]", rec.tool) for i in range(len(items))]
     for child in rec.items:
-        child.queued_at = now()
+        child.queued_at = time.time()
     tasks = [
         asyncio.ensure_future(run_item(child, i, item))
         for i, (child, item) in enumerate(zip(rec.items, items, strict=True))

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -32,9 +32,10 @@ class RunEvent:
         return d
 
 
-# What the log stores: (step_id, status, at, attempt, error). Building a RunEvent only
-# when someone reads keeps recording cheap on the embedded backend's hot path.
-_Entry = tuple[str | None, str, datetime, int | None, str | None]
+# What the log stores: (step_id, status, at as an epoch float, attempt, error). Building
+# a RunEvent (and its datetime) only when someone reads keeps recording cheap on the
+# embedded backend's hot path.
+_Entry = tuple[str | None, str, float, int | None, str | None]
 
 
 class EventLog:
@@ -52,11 +53,12 @@ class EventLog:
         self,
         step_id: str | None,
         status: str,
-        at: datetime,
+        at: float,
         attempt: int | None = None,
         error: str | None = None,
     ) -> None:
-        """Record an event (`step_id` None: the run's final one)."""
+        """Record an event (`step_id` None: the run's final one) that happened at `at`
+        (`time.time()`)."""
         # list.append is atomic; take the lock only to wake a follower. A follower counts
         # itself as waiting before it re-checks the length, so no append is missed.
         self._events.append((step_id, status, at, attempt, error))
@@ -95,6 +97,7 @@ class EventLog:
             index += len(batch)
             for sid, status, at, attempt, error in batch:
                 worker = self.worker if sid is not None else None
-                yield RunEvent(self.run_id, sid, status, at, attempt, error, worker)
+                when = datetime.fromtimestamp(at, UTC)
+                yield RunEvent(self.run_id, sid, status, when, attempt, error, worker)
             if closed and index >= len(self._events):
                 return

@@ -116,7 +116,9 @@ def walk(data: Any, path: tuple[str, ...], text: str) -> Any:
         StepInputError: a key is missing or a segment does not fit the data; the
             message names the reference, the failing segment and where it was looked up.
     """
-    base = text.rsplit(".", len(path))[0] if path else text
+    if not path:  # `$steps.<id>`, `$input`: the common case, nothing to walk
+        return data
+    base = text.rsplit(".", len(path))[0]
     for i, key in enumerate(path):
         where = ".".join((base, *path[:i]))
         if isinstance(data, Mapping):
@@ -184,30 +186,44 @@ class Scope:
     def _resolve(self, value: Any, depth: int) -> Any:
         kind = type(value)  # exact types first: this runs for every input of every step
         if kind is str:
-            if value.startswith("$"):
-                if value.startswith("$$"):
-                    return value[1:]
-                try:
-                    ref = parse_ref(value)
-                except ReferenceSyntaxError as exc:
-                    raise StepInputError(str(exc)) from None
-                return self.lookup(ref)
-            return value
+            return self._resolve_str(value) if value.startswith("$") else value
         if kind in _SCALARS:
             return value
-        if isinstance(value, Mapping | list | tuple) and depth >= MAX_NESTING:
-            raise StepInputError(f"inputs nested deeper than {MAX_NESTING} levels")
-        if isinstance(value, Mapping):
-            return {k: self._resolve(v, depth + 1) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._resolve(v, depth + 1) for v in value]
+        # Plain dicts and lists before the (slower) abstract-class checks below.
+        is_dict = kind is dict or isinstance(value, Mapping)
+        if is_dict or kind is list or isinstance(value, list | tuple):
+            if depth >= MAX_NESTING:
+                raise StepInputError(f"inputs nested deeper than {MAX_NESTING} levels")
+            # Loops, not comprehensions, and literal leaves kept in place: no function
+            # call per plain value (a comprehension is one in Python 3.11).
+            depth += 1
+            if is_dict:
+                out: dict[Any, Any] = {}
+                for k, v in value.items():
+                    t = type(v)
+                    if t is str:
+                        out[k] = self._resolve_str(v) if v.startswith("$") else v
+                    else:
+                        out[k] = v if t in _SCALARS else self._resolve(v, depth)
+                return out
+            items: list[Any] = []
+            for v in value:
+                t = type(v)
+                if t is str:
+                    items.append(self._resolve_str(v) if v.startswith("$") else v)
+                else:
+                    items.append(v if t in _SCALARS else self._resolve(v, depth))
+            return items
         if isinstance(value, str):  # a str subclass
             return self._resolve(str(value), depth)
         return value
-        if isinstance(value, Mapping | list | tuple) and depth >= MAX_NESTING:
-            raise StepInputError(f"inputs nested deeper than {MAX_NESTING} levels")
-        if isinstance(value, Mapping):
-            return {k: self._resolve(v, depth + 1) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._resolve(v, depth + 1) for v in value]
-        return value
+
+    def _resolve_str(self, value: str) -> Any:
+        """A string starting with `$`: a reference's value, or a `$$` literal."""
+        if value.startswith("$$"):
+            return value[1:]
+        try:
+            ref = parse_ref(value)
+        except ReferenceSyntaxError as exc:
+            raise StepInputError(str(exc)) from None
+        return self.lookup(ref)

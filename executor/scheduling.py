@@ -31,6 +31,13 @@ class Resolution:
     error: StepError | None = None
 
 
+# Shared (frozen) answers: `decide` runs for every step and most answers carry no error.
+_RUN = Resolution("run")
+_SKIPPED = Resolution("skipped")
+_UPSTREAM_FAILED = Resolution("upstream_failed")
+_CANCELLED = Resolution("cancelled")
+
+
 class Scheduler:
     """Trigger rules, conditions, fail-fast and the run status for one flow."""
 
@@ -58,17 +65,12 @@ class Scheduler:
             statuses: the status of (at least) each dependency.
             outputs: outputs of succeeded steps (at least those `when` reads).
         """
-        step = self.dag.steps[step_id]
-        dep_status = [statuses[d] for d in self.dag.deps[step_id]]
-        if "cancelled" in dep_status:
-            return Resolution("cancelled")
-        if step.trigger == "all_success":
-            if any(s in _FAILED for s in dep_status):
-                return Resolution("upstream_failed")
-            if "skipped" in dep_status:
-                return Resolution("skipped")
-        elif step.trigger == "none_failed" and any(s in _FAILED for s in dep_status):
-            return Resolution("upstream_failed")
+        for d in self.dag.deps[step_id]:
+            if statuses[d] != "succeeded":  # else (the common case) no trigger rule says no
+                refused = self._trigger_refuses(step_id, statuses)
+                if refused is not None:
+                    return refused
+                break
         predicate = self.dag.predicates.get(step_id)
         if predicate is not None and step_id not in self._per_item:
             try:
@@ -76,8 +78,26 @@ class Scheduler:
             except PredicateError as exc:
                 return Resolution("failed", StepError(type="PredicateError", message=str(exc)))
             if not ok:
-                return Resolution("skipped")
-        return Resolution("run")
+                return _SKIPPED
+        return _RUN
+
+    def _trigger_refuses(
+        self, step_id: str, statuses: Mapping[str, StepStatus]
+    ) -> Resolution | None:
+        """What the step's trigger rule makes of it when a dependency did not succeed
+        (None: it may run, if its `when` agrees)."""
+        dep_status = [statuses[d] for d in self.dag.deps[step_id]]
+        if "cancelled" in dep_status:
+            return _CANCELLED
+        trigger = self.dag.steps[step_id].trigger
+        if trigger == "all_success":
+            if any(s in _FAILED for s in dep_status):
+                return _UPSTREAM_FAILED
+            if "skipped" in dep_status:
+                return _SKIPPED
+        elif trigger == "none_failed" and any(s in _FAILED for s in dep_status):
+            return _UPSTREAM_FAILED
+        return None
 
     def stops_run(self, status: StepStatus) -> bool:
         """Whether a step ending with `status` stops the whole run (fail-fast)."""

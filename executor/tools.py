@@ -88,6 +88,13 @@ class Tool:
         self.output_adapter: TypeAdapter[Any] | None = (
             None if returns in (inspect.Signature.empty, Any) else TypeAdapter(returns)
         )
+        # The adapter's core validator and serializer: its own methods add a Python call
+        # passing a dozen default keywords, twice per step.
+        self._check_output: Callable[[Any], Any] | None = None
+        self._serialize_output: Callable[..., Any] | None = None
+        if self.output_adapter is not None:
+            self._check_output = self.output_adapter.validator.validate_python
+            self._serialize_output = self.output_adapter.serializer.to_python
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -113,12 +120,14 @@ class Tool:
             StepInputError: the inputs do not fit, naming every field that is wrong.
         """
         try:
-            model = self.input_model.model_validate(data)
+            # The core validator itself: `model_validate` adds a Python call per step.
+            model = self.input_model.__pydantic_validator__.validate_python(data)
         except ValidationError as exc:
             raise StepInputError(f"inputs of tool {self.name!r}: {_brief(exc)}") from None
-        kwargs = {name: getattr(model, name) for name in self.parameters}
-        if model.model_extra:
-            kwargs.update(model.model_extra)
+        # The declared fields (exactly `parameters`) live in __dict__, extras apart.
+        kwargs = model.__dict__.copy()
+        if model.__pydantic_extra__:
+            kwargs.update(model.__pydantic_extra__)
         return kwargs
 
     def dump_output(self, value: Any) -> Any:
@@ -128,10 +137,9 @@ class Tool:
             ToolOutputError: it does not fit the annotation or is not JSON-compatible.
         """
         try:
-            if self.output_adapter is None:
+            if self._check_output is None or self._serialize_output is None:
                 return to_jsonable_python(value)
-            validated = self.output_adapter.validate_python(value)
-            return self.output_adapter.dump_python(validated, mode="json")
+            return self._serialize_output(self._check_output(value), mode="json")
         except ValidationError as exc:
             raise ToolOutputError(f"output of tool {self.name!r}: {_brief(exc)}") from None
         except (PydanticSerializationError, TypeError, ValueError) as exc:
