@@ -36,6 +36,8 @@ from workers.tracing import step_scope
 log = logging.getLogger("dagrelay.worker")
 # What an attempt came to: status, output, the exception (to retry on), the error.
 Outcome = tuple[str, Any, Exception | None, StepError | None]
+# Dependents of at most this many dependencies are claimed ahead (see `_next_claims`).
+AHEAD_MAX_DEPS = 2
 # A step whose tool has no free slot comes back after this long (still queued).
 SLOT_RETRY_MS = 20
 
@@ -289,7 +291,10 @@ class StepRuntime:
             step = ctx.dag.steps[d]
             tool = self.registry.get(step.tool) if step.tool in self.registry else None
             if (
-                d not in ctx.dag.predicates
+                # A wide join is made ready by one completion of many: asking it ahead
+                # at each would cost more than the round trip it saves once.
+                len(ctx.dag.deps[d]) <= AHEAD_MAX_DEPS
+                and d not in ctx.dag.predicates
                 and step.map is None
                 and tool is not None
                 and not (self.detached is not None and tool.is_async)
