@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from executor.backends.redis_store import Claim, NextClaim, RedisStore
+from executor.backends.redis_store import Claim, Completion, NextClaim, RedisStore, Terminal
 from executor.dag import Dag
 from executor.flow import Flow
 from executor.references import Scope, iter_refs, parse_ref
@@ -187,20 +187,40 @@ class Coordinator:
         Returns:
             the kept step ids.
         """
-        done = self.store.complete(
-            ctx.run_id,
-            step_id,
-            status,
-            output_json,
-            record,
-            now_iso(),
-            worker,
-            attempt,
-            attempt_json,
-            error,
-            ctx.dag.dependents[step_id],
-            then,
+        item = Terminal(
+            step_id, status, output_json, record, now_iso(), worker, attempt, attempt_json, error
         )
+        return self.completed_many(ctx, [(item, output, then)], keep, claimed)[0]
+
+    def completed_many(
+        self,
+        ctx: RunContext,
+        items: list[tuple[Terminal, Any, tuple[NextClaim, ...]]],
+        keep: Keep | None = None,
+        claimed: dict[str, Claim] | None = None,
+    ) -> list[list[str]]:
+        """`completed` for several steps of a run at once (each with its output as data
+        and its claims ahead): recorded in one round trip, then each carried forward."""
+        deps = ctx.dag.dependents
+        dones = self.store.complete_many(
+            ctx.run_id, [(t, deps[t.step], then) for t, _, then in items]
+        )
+        return [
+            self._carry(ctx, t, output, then, done, keep, claimed)
+            for (t, output, then), done in zip(items, dones, strict=True)
+        ]
+
+    def _carry(
+        self,
+        ctx: RunContext,
+        t: Terminal,
+        output: Any,
+        then: tuple[NextClaim, ...],
+        done: Completion,
+        keep: Keep | None,
+        claimed: dict[str, Claim] | None,
+    ) -> list[str]:
+        step_id, status = t.step, t.status
         ahead: list[str] = []
         for n, claim in zip(then, done.then, strict=False):
             if claim.kind == "ok":

@@ -226,3 +226,30 @@ def test_a_chain_continued_in_place_costs_one_store_round_trip_a_hop(fake, monke
         rec = result.steps[f"s{i}"]
         assert [a.number for a in rec.attempts] == [1]
         assert rec.started_at >= result.steps[f"s{i - 1}"].finished_at
+
+
+def test_steps_of_a_bundle_that_end_together_are_recorded_in_one_round_trip(
+    fake, monkeypatch
+) -> None:
+    n = 16
+    handle = fake.executor.submit(fan(n, tool="sleep", seconds=0))
+    fake.runtime.draining = True  # the leaves are sent, not kept
+    fake.runtime.run_step(handle.run_id, "root", 1)
+    fake.runtime.draining = False
+    leaves = [f"w{i}" for i in range(n)]
+    batches: list[list[tuple[object, ...]]] = []
+    real = fake.store._batch
+    monkeypatch.setattr(fake.store, "_batch", lambda cmds: batches.append(cmds) or real(cmds))
+    fake.runtime.run_step(handle.run_id, leaves, 1)
+    completes = [
+        b
+        for b in batches
+        if any(c[0] == "EVALSHA" and c[1] == fake.store._shas["complete"] for c in b)
+    ]
+    scripts = sum(1 for b in completes for c in b if c[1] == fake.store._shas["complete"])
+    assert scripts >= n  # every leaf recorded (and the join, run in place, too)
+    assert len(completes) <= 4, f"{len(completes)} round trips to record {n} leaves"
+    fake.start_worker()
+    result = handle.wait(timeout=20)
+    assert result.status == "succeeded" and result.output == sum(range(n))
+    assert all(len(result.steps[s].attempts) == 1 for s in leaves)

@@ -17,7 +17,7 @@ import dramatiq
 
 from executor.attempts import call_tool, format_tb, run_map
 from executor.backends.redis import BrokerSender
-from executor.backends.redis_store import Claim, NextClaim, RedisStore
+from executor.backends.redis_store import Claim, NextClaim, RedisStore, Terminal
 from executor.coordinator import Coordinator, Keep, RunContext, now_iso
 from executor.errors import RunNotFoundError, ToolOutputError
 from executor.flow import Step
@@ -36,6 +36,8 @@ from workers.tracing import step_scope
 log = logging.getLogger("dagrelay.worker")
 # What an attempt came to: status, output, the exception (to retry on), the error.
 Outcome = tuple[str, Any, Exception | None, StepError | None]
+# A terminal status to record: what, the output as data, dependents to claim ahead.
+Completing = tuple[Terminal, Any, tuple[NextClaim, ...]]
 # Dependents of at most this many dependencies are claimed ahead (see `_next_claims`).
 AHEAD_MAX_DEPS = 2
 # A step whose tool has no free slot comes back after this long (still queued).
@@ -359,6 +361,22 @@ class StepRuntime:
         With `ahead` (this thread runs what it keeps next, right away), the dependents
         this thread would keep are claimed in the completion's own round trip.
         """
+        item = self._outcome(ctx, step, tool, claim, record, attempt_rec, outcome, keep, ahead)
+        return [] if item is None else self._complete(ctx, [item], keep)[0]
+
+    def _outcome(
+        self,
+        ctx: RunContext,
+        step: Step,
+        tool: Tool | None,
+        claim: Claim,
+        record: dict[str, Any],
+        attempt_rec: dict[str, Any],
+        outcome: Outcome,
+        keep: Keep | None,
+        ahead: bool,
+    ) -> Completing | None:
+        """What to complete for an attempt's outcome; None if it is retried instead."""
         run_id, step_id, number, worker = ctx.run_id, step.id, claim.attempt, self.worker
         status, output, exc, error = outcome
         output_json = json.dumps(output) if status == "succeeded" else ""
@@ -380,29 +398,34 @@ class StepRuntime:
                 run_id, step_id, number, json.dumps(attempt_rec), finished, worker, str(error)
             ):
                 self.send_step(ctx, step_id, number + 1, int(delay * 1000) or None)
-                return []
+                return None
         record.update(finished_at=finished, error=error.model_dump() if error else None)
         if record.get("started_at"):
             record["duration"] = _seconds(record["started_at"], finished)
-        kept = self.coordinator.completed(
-            ctx,
+        terminal = Terminal(
             step_id,
             status,
-            output=output,
-            output_json=output_json,
-            record=record,
-            worker=worker,
-            attempt=number,
-            attempt_json=json.dumps(attempt_rec),
-            error=str(error) if error else "",
-            keep=keep,
-            then=self._next_claims(ctx, step_id, keep) if ahead and status == "succeeded" else (),
-            claimed=self._preclaimed(),
+            output_json,
+            record,
+            now_iso(),
+            worker,
+            number,
+            json.dumps(attempt_rec),
+            str(error) if error else "",
         )
-        # Its dependents are decided: its lease hint can go, with this thread's next
+        then = self._next_claims(ctx, step_id, keep) if ahead and status == "succeeded" else ()
+        return terminal, output, then
+
+    def _complete(
+        self, ctx: RunContext, items: list[Completing], keep: Keep | None
+    ) -> list[list[str]]:
+        """Record terminal statuses in one round trip, and coordinate each."""
+        kept = self.coordinator.completed_many(ctx, items, keep, self._preclaimed())
+        # Their dependents are decided: their lease hints can go, with this thread's next
         # claim (no extra round trip). Should this process die first, the sweeper finds
         # the hint of a terminal step and repairs, which is then a no-op.
-        self._local.drops = [*getattr(self._local, "drops", []), f"{run_id}|{step_id}"]
+        done = [f"{ctx.run_id}|{t.step}" for t, _, _ in items]
+        self._local.drops = [*getattr(self._local, "drops", []), *done]
         return kept
 
     def _prepare(

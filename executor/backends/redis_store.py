@@ -81,6 +81,21 @@ class Completion:
 
 
 @dataclass(frozen=True, slots=True)
+class Terminal:
+    """A terminal status to record for a step (see `RedisStore.complete`)."""
+
+    step: str
+    status: str
+    output_json: str
+    record: dict[str, Any]
+    at: str
+    worker: str = ""
+    attempt: int | None = None
+    attempt_json: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class NextClaim:
     """Claim this dependent in place in the same round trip as a successful completion of
     one of its dependencies, if that makes it ready with every dependency succeeded: a
@@ -377,36 +392,41 @@ class RedisStore:
         The step's lease hint stays: until its completer has decided the dependents, a
         crash must leave a trace the sweeper finds (it then repairs, see `repair_state`).
         """
-        args = [
-            step,
-            status,
-            output_json,
-            json.dumps(record),
-            at,
-            worker,
-            "" if attempt is None else attempt,
-            attempt_json,
-            error,
-            *dependents,
-        ]
+        item = Terminal(step, status, output_json, record, at, worker, attempt, attempt_json, error)
+        return self.complete_many(run_id, [(item, dependents, then)])[0]
 
+    def complete_many(
+        self, run_id: str, items: list[tuple[Terminal, tuple[str, ...], tuple[NextClaim, ...]]]
+    ) -> list[Completion]:
+        """`complete` for several steps of a run (each with its dependents and claims
+        ahead), in one round trip; a completion each, in order."""
         keys = self.keys(run_id)
-        commands = [self._script("complete", keys, args)]
-        for n in then:
-            claim_args = [n.step, 1, n.token, n.lease_ms, n.started_at, n.worker, 0, "1+"]
-            commands.append(self._script("claim", keys, [*claim_args, *n.needs]))
-        if then:
-            expiry = time.time() + then[0].lease_ms / 1000
-            hints = [x for n in then for x in (expiry, f"{run_id}|{n.step}")]
+        commands: list[Command] = []
+        hints: list[Any] = []
+        for t, dependents, then in items:
+            attempt = "" if t.attempt is None else t.attempt
+            args: list[Any] = [t.step, t.status, t.output_json, json.dumps(t.record), t.at]
+            args.append(t.worker)
+            args += [attempt, t.attempt_json, t.error, *dependents]
+            commands.append(self._script("complete", keys, args))
+            for n in then:
+                claim_args = [n.step, 1, n.token, n.lease_ms, n.started_at, n.worker, 0, "1+"]
+                commands.append(self._script("claim", keys, [*claim_args, *n.needs]))
+                hints += [time.time() + n.lease_ms / 1000, f"{run_id}|{n.step}"]
+        if hints:
             commands.append(("ZADD", self.leases_key, *hints))
-        replies = self._batch(commands)
-        r = replies[0]
-        claimed = tuple(_claim(c, n.needs) for c, n in zip(replies[1:], then, strict=False))
-        if r[0] != 1:
-            return Completion(False, then=claimed)
-        ready = tuple(d.removesuffix("|x") for d in r[3:])
-        clean = frozenset(d for d in r[3:] if "|" not in d)
-        return Completion(True, int(r[1]), r[2], ready, clean, claimed)
+        replies = iter(self._batch(commands))
+        out = []
+        for _, _, then in items:
+            r = next(replies)
+            claimed = tuple(_claim(next(replies), n.needs) for n in then)
+            if r[0] != 1:
+                out.append(Completion(False, then=claimed))
+                continue
+            ready = tuple(d.removesuffix("|x") for d in r[3:])
+            clean = frozenset(d for d in r[3:] if "|" not in d)
+            out.append(Completion(True, int(r[1]), r[2], ready, clean, claimed))
+        return out
 
     def repair_state(
         self, run_id: str, steps: tuple[str, ...]
