@@ -198,12 +198,18 @@ class Coordinator:
         items: list[tuple[Terminal, Any, tuple[NextClaim, ...]]],
         keep: Keep | None = None,
         claimed: dict[str, Claim] | None = None,
+        drop_hints: list[str] | None = None,
     ) -> list[list[str]]:
         """`completed` for several steps of a run at once (each with its output as data
-        and its claims ahead): recorded in one round trip, then each carried forward."""
+        and its claims ahead): recorded in one round trip, then each carried forward.
+
+        A refused claim ahead leaves its lease hint: another worker may hold that step
+        by now under the same hint, so only the sweeper, which checks the claim, may
+        take it away.
+        """
         deps = ctx.dag.dependents
         dones = self.store.complete_many(
-            ctx.run_id, [(t, deps[t.step], then) for t, _, then in items]
+            ctx.run_id, [(t, deps[t.step], then) for t, _, then in items], drop_hints
         )
         return [
             self._carry(ctx, t, output, then, done, keep, claimed)

@@ -420,10 +420,12 @@ class StepRuntime:
         self, ctx: RunContext, items: list[Completing], keep: Keep | None
     ) -> list[list[str]]:
         """Record terminal statuses in one round trip, and coordinate each."""
-        kept = self.coordinator.completed_many(ctx, items, keep, self._preclaimed())
+        # Hints of steps coordinated before (terminal: never claimed again) go with it.
+        drops = self._take_drops()
+        kept = self.coordinator.completed_many(ctx, items, keep, self._preclaimed(), drops)
         # Their dependents are decided: their lease hints can go, with this thread's next
-        # claim (no extra round trip). Should this process die first, the sweeper finds
-        # the hint of a terminal step and repairs, which is then a no-op.
+        # claim or completion (no extra round trip). Should this process die first, the
+        # sweeper finds the hint of a terminal step and repairs, which is then a no-op.
         done = [f"{ctx.run_id}|{t.step}" for t, _, _ in items]
         self._local.drops = [*getattr(self._local, "drops", []), *done]
         return kept

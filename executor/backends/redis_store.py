@@ -396,10 +396,14 @@ class RedisStore:
         return self.complete_many(run_id, [(item, dependents, then)])[0]
 
     def complete_many(
-        self, run_id: str, items: list[tuple[Terminal, tuple[str, ...], tuple[NextClaim, ...]]]
+        self,
+        run_id: str,
+        items: list[tuple[Terminal, tuple[str, ...], tuple[NextClaim, ...]]],
+        drop_hints: list[str] | None = None,
     ) -> list[Completion]:
         """`complete` for several steps of a run (each with its dependents and claims
-        ahead), in one round trip; a completion each, in order."""
+        ahead), in one round trip; a completion each, in order. `drop_hints` as for
+        `claim`: hints of steps whose completers finished coordinating."""
         keys = self.keys(run_id)
         commands: list[Command] = []
         hints: list[Any] = []
@@ -415,6 +419,8 @@ class RedisStore:
                 hints += [time.time() + n.lease_ms / 1000, f"{run_id}|{n.step}"]
         if hints:
             commands.append(("ZADD", self.leases_key, *hints))
+        if drop_hints:
+            commands.append(("ZREM", self.leases_key, *drop_hints))
         replies = iter(self._batch(commands))
         out = []
         for _, _, then in items:
