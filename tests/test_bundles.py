@@ -221,6 +221,10 @@ def test_a_chain_continued_in_place_costs_one_store_round_trip_a_hop(fake, monke
     scripts = [c for cmds in batches for c in cmds if c[0] == "EVALSHA"]
     assert len(batches) <= n + 3, f"{len(batches)} round trips for {n} hops"
     assert len(scripts) >= 2 * n  # still a claim and a completion per step
+    # Lease hints of finished steps went with later completions: none left for the
+    # sweeper but the last step's (dropped with this thread's next claim or completion).
+    hints = fake.store.client.zrange(fake.store.leases_key, 0, -1)
+    assert len([h for h in hints if h.startswith(handle.run_id)]) <= 1
     # Every step recorded as itself, one attempt, in order.
     for i in range(1, n):
         rec = result.steps[f"s{i}"]
