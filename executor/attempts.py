@@ -155,9 +155,6 @@ async def run_map(
     predicate: Predicate | None,
     call: Caller,
     worker: str,
-    slot: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
-    t_queued: float | None = None,
-    on_start: Hook | None = None,
 ) -> tuple[StepStatus, Any]:
     """Run a map step: one tool call per item of `step.map`, concurrently, in `rec.items`.
 
@@ -167,24 +164,8 @@ async def run_map(
         `("succeeded", outputs in item order)`, or `("failed", None)` with `rec.error`.
     """
     progress = StepProgress(rec.step_id, rec.tool)
-    hook: StepHook | None = None
-    if on_start is not None:
-        hook = lambda _, number, error: on_start(number, error)  # noqa: E731
     try:
-        return await map_step(
-            progress,
-            step,
-            tool,
-            policy,
-            timeout,
-            scope,
-            predicate,
-            call,
-            worker,
-            slot=slot,
-            t_queued=t_queued,
-            on_start=hook,
-        )
+        return await map_step(progress, step, tool, policy, timeout, scope, predicate, call, worker)
     finally:
         progress.fill(rec)
 

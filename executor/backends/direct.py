@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -85,3 +86,40 @@ class DirectConnections:
         if held is not None:
             held[1].disconnect()
             self._local.held = None
+
+
+class RoundTrips:
+    """Commands (scripts among them) sent in one round trip, the fast way when it can."""
+
+    def __init__(self, client: redis.Redis, scripts: Iterable[str]) -> None:
+        self.client = client
+        self.direct = DirectConnections(client) if DirectConnections.supported(client) else None
+        self.scripts = list(scripts)
+
+    def run(self, commands: list[Command]) -> list[Any]:
+        """The raw replies, in order.
+
+        On this thread's own connection when it can, else (fakeredis, or a connection
+        error: the client's retry policy then rides out an outage) as a pipeline. A
+        missing script (Redis restarted) is loaded on the NoScriptError and the batch
+        runs again, so callers send only commands that are safe to repeat (scripts that
+        refuse a repeated transition, idempotent commands). redis-py's own script
+        support would ask SCRIPT EXISTS first, every time.
+        """
+        for again in (False, True):
+            try:
+                if self.direct is not None:
+                    try:
+                        return self.direct.execute(commands)
+                    except (redis.ConnectionError, redis.TimeoutError):
+                        pass
+                pipe = self.client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                return list(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if again:
+                    raise
+                for text in self.scripts:
+                    self.client.script_load(text)
+        raise AssertionError("unreachable")

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from executor.backends.direct import Command, DirectConnections
+from executor.backends.direct import Command, RoundTrips
 from executor.errors import RunNotFoundError
 
 KEY_NAMES = (
@@ -139,7 +139,7 @@ class RedisStore:
         self.result_ttl = result_ttl
         self._texts = {n: _load_script(n) for n in SCRIPTS}
         self._shas = {n: hashlib.sha1(t.encode()).hexdigest() for n, t in self._texts.items()}
-        self._direct = DirectConnections(client) if DirectConnections.supported(client) else None
+        self._trips = RoundTrips(client, self._texts.values())
         self.runs_key = f"{namespace}:runs"
         self.leases_key = f"{namespace}:leases"
         self.deadlines_key = f"{namespace}:deadlines"
@@ -152,31 +152,8 @@ class RedisStore:
         return ("EVALSHA", self._shas[name], len(keys), *keys, *args)
 
     def _batch(self, commands: list[Command]) -> list[Any]:
-        """Run scripts and commands in one round trip; their raw replies.
-
-        On this thread's own connection when it can (see direct.py), else (fakeredis, or
-        a connection error: the client's retry policy then rides out an outage) as a
-        pipeline. A missing script (Redis restarted) is loaded on the NoScriptError and
-        the batch runs again: scripts refuse a repeated transition, plain commands here
-        are idempotent. (redis-py's own script support asks SCRIPT EXISTS every time.)
-        """
-        for again in (False, True):
-            try:
-                if self._direct is not None:
-                    try:
-                        return self._direct.execute(commands)
-                    except (redis.ConnectionError, redis.TimeoutError):
-                        pass
-                pipe = self.client.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)
-                return pipe.execute()
-            except redis.exceptions.NoScriptError:
-                if again:
-                    raise
-                for text in self._texts.values():
-                    self.client.script_load(text)
-        raise AssertionError("unreachable")
+        """Run scripts and commands in one round trip; their raw replies."""
+        return self._trips.run(commands)
 
     def _run(
         self, script: str, run_id: str, args: list[Any], extra_keys: tuple[str, ...] = ()

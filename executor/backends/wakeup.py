@@ -22,9 +22,8 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
-from redis.exceptions import NoScriptError
 
-from executor.backends.direct import Command, DirectConnections
+from executor.backends.direct import Command, RoundTrips
 
 logger = logging.getLogger("dagrelay.broker")
 
@@ -43,9 +42,9 @@ class WakingRedisBroker(RedisBroker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        client = self.client
-        self._dispatch_script: Any = self.scripts["dispatch"]
-        self._direct = DirectConnections(client) if DirectConnections.supported(client) else None
+        dispatch: Any = self.scripts["dispatch"]
+        self._dispatch_sha: str = dispatch.sha
+        self._trips = RoundTrips(self.client, [dispatch.script])
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -55,7 +54,7 @@ class WakingRedisBroker(RedisBroker):
         """Dramatiq's `dispatch` script call, as `RedisBroker._dispatch` makes it."""
         return (
             "EVALSHA",
-            self._dispatch_script.sha,
+            self._dispatch_sha,
             1,
             self.namespace,
             command,
@@ -70,24 +69,7 @@ class WakingRedisBroker(RedisBroker):
         )
 
     def _execute(self, commands: list[Command]) -> list[Any]:
-        """Commands in one round trip: on this thread's own connection when it can (see
-        direct.py), else a pipeline through the client (and its retry policy)."""
-        for again in (False, True):
-            try:
-                if self._direct is not None:
-                    try:
-                        return self._direct.execute(commands)
-                    except (redis.ConnectionError, redis.TimeoutError):
-                        pass
-                pipe = self.client.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)
-                return list(pipe.execute())
-            except NoScriptError:  # Redis restarted: load it, run the batch again
-                if again:
-                    raise
-                self.client.script_load(self._dispatch_script.script)
-        raise AssertionError("unreachable")
+        return self._trips.run(commands)
 
     def _dispatch(self, command: str) -> Callable[..., Any]:
         # Dramatiq's fetch, ack, nack and requeue, on the direct connection too.
