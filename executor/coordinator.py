@@ -199,9 +199,11 @@ class Coordinator:
         keep: Keep | None = None,
         claimed: dict[str, Claim] | None = None,
         drop_hints: list[str] | None = None,
+        recorded: list[str] | None = None,
     ) -> list[list[str]]:
         """`completed` for several steps of a run at once (each with its output as data
         and its claims ahead): recorded in one round trip, then each carried forward.
+        `recorded` gets the steps whose status this call wrote (not a duplicate's).
 
         A refused claim ahead leaves its lease hint: another worker may hold that step
         by now under the same hint, so only the sweeper, which checks the claim, may
@@ -211,6 +213,9 @@ class Coordinator:
         dones = self.store.complete_many(
             ctx.run_id, [(t, deps[t.step], then) for t, _, then in items], drop_hints
         )
+        if recorded is not None:
+            pairs = zip(items, dones, strict=True)
+            recorded += [t.step for (t, _, _), done in pairs if done.applied]
         return [
             self._carry(ctx, t, output, then, done, keep, claimed)
             for (t, output, then), done in zip(items, dones, strict=True)

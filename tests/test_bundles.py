@@ -257,3 +257,22 @@ def test_steps_of_a_bundle_that_end_together_are_recorded_in_one_round_trip(
     result = handle.wait(timeout=20)
     assert result.status == "succeeded" and result.output == sum(range(n))
     assert all(len(result.steps[s].attempts) == 1 for s in leaves)
+
+
+def test_a_completion_refused_after_a_takeover_leaves_the_new_holders_lease_hint(fake) -> None:
+    from executor.backends.redis_store import Terminal
+    from executor.coordinator import now_iso
+
+    handle = fake.executor.submit(Flow(name="one", steps=[Step(id="a", tool="echo")]))
+    run_id, store = handle.run_id, fake.store
+    old = store.claim(run_id, "a", 1, "old", 1, now_iso(), "old-worker", ())
+    time.sleep(0.01)  # its lease (1 ms) expires: the next delivery takes over
+    new = store.claim(run_id, "a", 1, "new", 60_000, now_iso(), "new-worker", ())
+    assert (old.kind, old.attempt, new.kind, new.attempt) == ("ok", 1, "ok", 2)
+    fake.runtime._take_drops()
+    ctx = fake.runtime.coordinator.context(run_id)
+    late = Terminal("a", "succeeded", "1", {}, now_iso(), "old-worker", 1, "", "")
+    assert fake.runtime._complete(ctx, [(late, 1, ())], None) == [[]]
+    assert store.all_statuses(run_id)["a"] == "running"  # the old attempt wrote nothing
+    assert f"{run_id}|a" not in fake.runtime._take_drops()
+    assert store.client.zscore(store.leases_key, f"{run_id}|a") is not None

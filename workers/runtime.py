@@ -421,12 +421,16 @@ class StepRuntime:
     ) -> list[list[str]]:
         """Record terminal statuses in one round trip, and coordinate each."""
         # Hints of steps coordinated before (terminal: never claimed again) go with it.
-        drops = self._take_drops()
-        kept = self.coordinator.completed_many(ctx, items, keep, self._preclaimed(), drops)
+        drops, recorded = self._take_drops(), list[str]()
+        kept = self.coordinator.completed_many(
+            ctx, items, keep, self._preclaimed(), drops, recorded
+        )
         # Their dependents are decided: their lease hints can go, with this thread's next
         # claim or completion (no extra round trip). Should this process die first, the
         # sweeper finds the hint of a terminal step and repairs, which is then a no-op.
-        done = [f"{ctx.run_id}|{t.step}" for t, _, _ in items]
+        # Not so a completion refused because the lease was taken over: the hint is the
+        # new holder's now.
+        done = [f"{ctx.run_id}|{s}" for s in recorded]
         self._local.drops = [*getattr(self._local, "drops", []), *done]
         return kept
 
