@@ -21,7 +21,7 @@ from executor.flow import Step
 from executor.predicates import Predicate, PredicateError
 from executor.progress import AttemptProgress, StepProgress
 from executor.references import Scope, parse_ref
-from executor.result import StepError, StepRecord, StepStatus
+from executor.result import StepError, StepStatus
 from executor.retry import RetryPolicy
 from executor.tools import Tool
 
@@ -145,31 +145,6 @@ def _close(attempt: AttemptProgress, t_attempt: float, error: StepError | None) 
     attempt.error = error
 
 
-async def run_map(
-    rec: StepRecord,
-    step: Step,
-    tool: Tool,
-    policy: RetryPolicy,
-    timeout: float | None,
-    scope: Scope,
-    predicate: Predicate | None,
-    call: Caller,
-    worker: str,
-) -> tuple[StepStatus, Any]:
-    """Run a map step: one tool call per item of `step.map`, concurrently, in `rec.items`.
-
-    A `when` that reads `item`/`index` filters items (a false one is `skipped`).
-    `rec` is filled when the step ends (cancelled too); see `map_step` for the rest.
-    Returns:
-        `("succeeded", outputs in item order)`, or `("failed", None)` with `rec.error`.
-    """
-    progress = StepProgress(rec.step_id, rec.tool)
-    try:
-        return await map_step(progress, step, tool, policy, timeout, scope, predicate, call, worker)
-    finally:
-        progress.fill(rec)
-
-
 async def map_step(
     rec: StepProgress,
     step: Step,
@@ -184,7 +159,13 @@ async def map_step(
     t_queued: float | None = None,
     on_start: StepHook | None = None,
 ) -> tuple[StepStatus, Any]:
-    """`run_map` on a `StepProgress`, which stays readable while the items run."""
+    """Run a map step: one tool call per item of `step.map`, concurrently, in `rec.items`.
+
+    A `when` that reads `item`/`index` filters items (a false one is `skipped`). `rec`
+    stays readable while the items run.
+    Returns:
+        `("succeeded", outputs in item order)`, or `("failed", None)` with `rec.error`.
+    """
     assert step.map is not None
     t0 = time.perf_counter()
     rec.started_at = time.time()

@@ -19,5 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# The `fake` fixture (fakeredis + an in-process worker runtime), for every module.
+pytest_plugins = ["tests.support.fakes"]
+
 settings.register_profile("dagrelay", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dagrelay"))

@@ -2,7 +2,7 @@
 guarantee on its own (claim, lease, run once, one record, cancel).
 
 fakeredis with the `run_step` actor called in this process (see test_distributed.py's
-FakeCluster), so deliveries and their interleavings are forced by hand. The same flows
+`fake` fixture), so deliveries and their interleavings are forced by hand. The same flows
 run on every backend in the conformance suite (test_graph.py, the wide fan-outs).
 """
 
@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from executor import Flow, Step
 from executor.coordinator import BUNDLE_MAX, Coordinator, RunContext, StepMessage
-from tests.test_distributed import FakeCluster, events_of, read_count, wait_until
+from tests.test_distributed import events_of, read_count, wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeCluster]:
-    cluster = FakeCluster()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
 
 
 class Capture:

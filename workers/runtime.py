@@ -15,14 +15,15 @@ from typing import Any
 
 import dramatiq
 
-from executor.attempts import call_tool, format_tb, run_map
+from executor.attempts import call_tool, format_tb, map_step
 from executor.backends.redis import BrokerSender
 from executor.backends.redis_store import Claim, NextClaim, RedisStore, Terminal
 from executor.coordinator import Coordinator, Keep, RunContext, now_iso
 from executor.errors import RunNotFoundError, ToolOutputError
 from executor.flow import Step
+from executor.progress import StepProgress
 from executor.references import Scope
-from executor.result import StepError, StepRecord
+from executor.result import StepError
 from executor.retry import NO_RETRY
 from executor.tools import Tool, ToolRegistry, check_output_size
 from executor.tracing import record_error
@@ -215,10 +216,14 @@ class StepRuntime:
         try:
             record, attempt_rec = self._begin(step, claim)
             outcome = await self._attempt_async(ctx, step, tool, claim, record, attempt_rec)
-            kept = await loop.run_in_executor(
-                self.detached.pool,
-                lambda: self._finish(ctx, step, tool, claim, record, attempt_rec, outcome, keep),
-            )
+
+            def record_it() -> list[str]:  # Redis is sync: in the pool, off the loop
+                item = self._outcome(
+                    ctx, step, tool, claim, record, attempt_rec, outcome, keep, False
+                )
+                return self._record(ctx, item, keep)
+
+            kept = await loop.run_in_executor(self.detached.pool, record_it)
         finally:
             self.detached.slots.release()
         if kept:  # continue in place, in the pool (it may detach again)
@@ -325,7 +330,8 @@ class StepRuntime:
         """Run a claimed attempt, then record it: retry, or complete and coordinate."""
         record, attempt_rec = self._begin(step, claim)
         outcome = self._attempt(ctx, step, tool, claim, record, attempt_rec)
-        return self._finish(ctx, step, tool, claim, record, attempt_rec, outcome, keep, True)
+        item = self._outcome(ctx, step, tool, claim, record, attempt_rec, outcome, keep, True)
+        return self._record(ctx, item, keep)
 
     def _begin(self, step: Step, claim: Claim) -> tuple[dict[str, Any], dict[str, Any]]:
         """The step record and attempt record of a claimed attempt, as it starts."""
@@ -344,26 +350,6 @@ class StepRuntime:
             record["queue_wait"] = max(0.0, _seconds(claim.queued_at, first_start))
         return record, attempt_rec
 
-    def _finish(
-        self,
-        ctx: RunContext,
-        step: Step,
-        tool: Tool | None,
-        claim: Claim,
-        record: dict[str, Any],
-        attempt_rec: dict[str, Any],
-        outcome: Outcome,
-        keep: Keep | None,
-        ahead: bool = False,
-    ) -> list[str]:
-        """Record an attempt's outcome: retry it, or complete the step and coordinate.
-
-        With `ahead` (this thread runs what it keeps next, right away), the dependents
-        this thread would keep are claimed in the completion's own round trip.
-        """
-        item = self._outcome(ctx, step, tool, claim, record, attempt_rec, outcome, keep, ahead)
-        return [] if item is None else self._complete(ctx, [item], keep)[0]
-
     def _outcome(
         self,
         ctx: RunContext,
@@ -376,7 +362,11 @@ class StepRuntime:
         keep: Keep | None,
         ahead: bool,
     ) -> Completing | None:
-        """What to complete for an attempt's outcome; None if it is retried instead."""
+        """What to complete for an attempt's outcome; None if it is retried instead.
+
+        With `ahead` (this thread runs what it keeps next, right away), the dependents
+        this thread would keep are claimed in the completion's own round trip.
+        """
         run_id, step_id, number, worker = ctx.run_id, step.id, claim.attempt, self.worker
         status, output, exc, error = outcome
         output_json = json.dumps(output) if status == "succeeded" else ""
@@ -415,6 +405,10 @@ class StepRuntime:
         )
         then = self._next_claims(ctx, step_id, keep) if ahead and status == "succeeded" else ()
         return terminal, output, then
+
+    def _record(self, ctx: RunContext, item: Completing | None, keep: Keep | None) -> list[str]:
+        """Complete one attempt's step (if not retried); the dependents it keeps."""
+        return [] if item is None else self._complete(ctx, [item], keep)[0]
 
     def _complete(
         self, ctx: RunContext, items: list[Completing], keep: Keep | None
@@ -518,7 +512,7 @@ class StepRuntime:
         tracked: Tracked,
     ) -> tuple[str, Any, StepError | None]:
         """Run a map step's items concurrently on this thread's loop (sync ones in the pool)."""
-        rec = StepRecord(step_id=step.id, tool=tool.name)
+        progress = StepProgress(step.id, tool.name)
 
         async def call(t: Tool, kwargs: dict[str, Any], to: float | None) -> Any:
             return await call_tool(t, kwargs, to, self._tool_threads)
@@ -527,8 +521,8 @@ class StepRuntime:
         timeout = step.timeout if step.timeout is not None else tool.timeout
         loop = self._loop()
         task = loop.create_task(
-            run_map(
-                rec,
+            map_step(
+                progress,
                 step,
                 tool,
                 policy,
@@ -546,6 +540,7 @@ class StepRuntime:
         except asyncio.CancelledError:
             raise StepCancelled() from None
         finally:
+            rec = progress.to_record()
             record["items"] = [c.model_dump(mode="json") for c in rec.items or []]
         return status, output, rec.error
 

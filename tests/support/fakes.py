@@ -1,0 +1,71 @@
+"""`fake`: a fakeredis server, a worker broker and runtime in this process, a client.
+
+A fixture shared by the test modules that drive the `run_step` actor by hand
+(registered for the whole suite in tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from executor import FlowExecutor
+from tests import dist_tools
+
+
+class FakeCluster:
+    """A fakeredis server, a broker with the `run_step` actor, and a client executor.
+
+    No Dramatiq worker consumes messages until `start_worker()`: tests can call the
+    actor (`runtime.run_step`) directly, as a duplicate delivery would.
+    """
+
+    def __init__(self) -> None:
+        import fakeredis
+
+        from workers.broker import setup
+        from workers.settings import Settings
+
+        self.server = fakeredis.FakeServer()
+        self.broker, self.runtime = setup(
+            Settings(),
+            registry=dist_tools.registry,
+            client=fakeredis.FakeRedis(server=self.server, decode_responses=True),
+            broker_client=fakeredis.FakeRedis(server=self.server),
+            set_global=False,
+        )
+        self.store = self.runtime.store
+        self.executor = FlowExecutor(
+            registry=dist_tools.registry,
+            redis_client=fakeredis.FakeRedis(server=self.server, decode_responses=True),
+            broker=self.broker,
+        )
+        self.worker: Any = None
+
+    def start_worker(self) -> None:
+        import dramatiq
+
+        self.worker = dramatiq.Worker(self.broker, worker_threads=4, worker_timeout=50)
+        self.worker.start()
+
+    def drain(self) -> None:
+        """Wait until every queued message was handled."""
+        self.broker.join("dagrelay", timeout=10_000)
+        self.worker.join()
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.runtime.stop()
+        self.executor.close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCluster]:
+    cluster = FakeCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
