@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from typing import TYPE_CHECKING
 
-from executor.backends.redis_store import Claim
+from executor.backends.redis_store import Claim, new_token
 from executor.coordinator import Keep, RunContext, now_iso
 from workers.tracing import step_scope
 
@@ -103,7 +102,7 @@ class _Drive:
             return
         claims = rt.store.claim_many(
             ctx.run_id,
-            [(sid, attempt, secrets.token_hex(6), ctx.needs[sid]) for sid in ids],
+            [(sid, attempt, new_token(), ctx.needs[sid]) for sid in ids],
             int(rt.settings.lease_seconds * 1000),
             now_iso(),
             rt.worker,
@@ -121,11 +120,9 @@ class _Drive:
         step = ctx.dag.steps[step_id]
         tool = rt.registry.get(step.tool)
         with step_scope(ctx.run_id, step_id, claim.attempt, rt.worker, step.tool):
-            record, attempt_rec = rt._begin(step, claim)
-            outcome = await rt._attempt_async(ctx, step, tool, claim, record, attempt_rec)
-            item = rt._outcome(
-                ctx, step, tool, claim, record, attempt_rec, outcome, self.keep, True
-            )
+            records = rt.attempts.begin(step, claim)
+            outcome = await rt.attempts.run_async(ctx, step, tool, claim, records)
+            item = rt._outcome(ctx, step, tool, claim, records, outcome, self.keep, True)
             if item is None:  # retried: sent again
                 return []
             return await self.record(item)

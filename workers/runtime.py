@@ -3,40 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import json
 import logging
 import os
-import secrets
 import socket
 import threading
-import time
 from typing import Any
 
 import dramatiq
 
-from executor.attempts import call_tool, format_tb, map_step
 from executor.backends.redis import BrokerSender
-from executor.backends.redis_store import Claim, NextClaim, RedisStore, Terminal
+from executor.backends.redis_store import Claim, NextClaim, RedisStore, Terminal, new_token
 from executor.coordinator import Coordinator, Keep, RunContext, now_iso
-from executor.errors import RunNotFoundError, ToolOutputError
+from executor.errors import RunNotFoundError
 from executor.flow import Step
-from executor.progress import StepProgress
-from executor.references import Scope
-from executor.result import StepError
-from executor.retry import NO_RETRY
-from executor.tools import Tool, ToolRegistry, check_output_size
-from executor.tracing import record_error
+from executor.tools import Tool, ToolRegistry
+from workers.attempt import Attempts, Outcome, Records
 from workers.bundles import run_bundle
 from workers.detached import AsyncSteps
-from workers.monitor import Monitor, StepCancelled, Tracked
+from workers.monitor import Monitor
 from workers.settings import Settings
 from workers.sweeper import Sweeper
 from workers.tracing import step_scope
 
 log = logging.getLogger("dagrelay.worker")
-# What an attempt came to: status, output, the exception (to retry on), the error.
-Outcome = tuple[str, Any, Exception | None, StepError | None]
 # A terminal status to record: what, the output as data, dependents to claim ahead.
 Completing = tuple[Terminal, Any, tuple[NextClaim, ...]]
 # Dependents of at most this many dependencies are claimed ahead (see `_next_claims`).
@@ -62,8 +51,15 @@ class StepRuntime:
         self._local = threading.local()
         self.draining = False  # shutting down: no new work in place
         self.detached = AsyncSteps(settings.async_steps) if settings.async_steps > 0 else None
-        self._tool_threads = concurrent.futures.ThreadPoolExecutor(
-            settings.tool_threads, thread_name_prefix="dagrelay-tool"
+        self.attempts = Attempts(
+            settings,
+            registry,
+            store,
+            self.monitor,
+            self.send_step,
+            self.worker_base,
+            lambda: self.worker,
+            self._loop,
         )
 
     def _tool_timeout(self, name: str) -> float | None:
@@ -80,7 +76,7 @@ class StepRuntime:
             self.detached.drain(timeout=30)  # leases stay renewed meanwhile
         self.sweeper.stop()
         self.monitor.stop()
-        self._tool_threads.shutdown(wait=False, cancel_futures=True)
+        self.attempts.tool_threads.shutdown(wait=False, cancel_futures=True)
 
     @property
     def worker(self) -> str:
@@ -167,7 +163,7 @@ class StepRuntime:
             ctx.run_id,
             step_id,
             attempt,
-            secrets.token_hex(6),
+            new_token(),
             int(self.settings.lease_seconds * 1000),
             now_iso(),
             self.worker,
@@ -214,13 +210,11 @@ class StepRuntime:
         loop = asyncio.get_running_loop()
         kept: list[str] = []
         try:
-            record, attempt_rec = self._begin(step, claim)
-            outcome = await self._attempt_async(ctx, step, tool, claim, record, attempt_rec)
+            records = self.attempts.begin(step, claim)
+            outcome = await self.attempts.run_async(ctx, step, tool, claim, records)
 
             def record_it() -> list[str]:  # Redis is sync: in the pool, off the loop
-                item = self._outcome(
-                    ctx, step, tool, claim, record, attempt_rec, outcome, keep, False
-                )
+                item = self._outcome(ctx, step, tool, claim, records, outcome, keep, False)
                 return self._record(ctx, item, keep)
 
             kept = await loop.run_in_executor(self.detached.pool, record_it)
@@ -228,37 +222,6 @@ class StepRuntime:
             self.detached.slots.release()
         if kept:  # continue in place, in the pool (it may detach again)
             self.detached.pool.submit(self._carry_on, ctx, kept, keep)
-
-    async def _attempt_async(
-        self,
-        ctx: RunContext,
-        step: Step,
-        tool: Tool,
-        claim: Claim,
-        record: dict[str, Any],
-        attempt_rec: dict[str, Any],
-    ) -> Outcome:
-        """Call a registered tool once as a task of the running loop (a sync tool in the
-        tool threads); the task is what a stopping run cancels."""
-        t0 = time.perf_counter()
-        tracked = self.monitor.track(ctx.run_id, step.id, claim.attempt, tool=step.tool)
-        with tracked.lock:
-            tracked.loop, tracked.task = asyncio.get_running_loop(), asyncio.current_task()
-            stopped = tracked.reason is not None  # stopped before the task was known
-        try:
-            if stopped:
-                raise asyncio.CancelledError()
-            kwargs, timeout = self._prepare(ctx, step, tool, claim, record)
-            output = await call_tool(tool, kwargs, timeout, self._tool_threads)
-            return "succeeded", tool.dump_output(output), None, None
-        except asyncio.CancelledError:
-            why = tracked.reason or "stopped"
-            return "cancelled", None, None, StepError(type="CancelledError", message=f"run {why}")
-        except Exception as exc:
-            return "failed", None, exc, StepError.from_exception(exc, format_tb(exc))
-        finally:
-            attempt_rec.update(finished_at=now_iso(), duration=time.perf_counter() - t0)
-            self.monitor.untrack(tracked)
 
     def _continue(
         self,
@@ -307,7 +270,7 @@ class StepRuntime:
                 and not (self.detached is not None and tool.is_async)
                 and keep(d, len(out))
             ):
-                token = secrets.token_hex(6)
+                token = new_token()
                 out.append(NextClaim(d, token, lease_ms, now_iso(), self.worker, ctx.needs[d]))
         return tuple(out)
 
@@ -328,27 +291,10 @@ class StepRuntime:
         keep: Keep | None,
     ) -> list[str]:
         """Run a claimed attempt, then record it: retry, or complete and coordinate."""
-        record, attempt_rec = self._begin(step, claim)
-        outcome = self._attempt(ctx, step, tool, claim, record, attempt_rec)
-        item = self._outcome(ctx, step, tool, claim, record, attempt_rec, outcome, keep, True)
+        records = self.attempts.begin(step, claim)
+        outcome = self.attempts.run(ctx, step, tool, claim, records)
+        item = self._outcome(ctx, step, tool, claim, records, outcome, keep, True)
         return self._record(ctx, item, keep)
-
-    def _begin(self, step: Step, claim: Claim) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The step record and attempt record of a claimed attempt, as it starts."""
-        # Times of this attempt are taken once it holds its claim (and any tool slot), so
-        # that intervals of a limited tool never appear to overlap.
-        started = now_iso()
-        number, worker = claim.attempt, self.worker
-        attempt_rec: dict[str, Any] = {"number": number, "started_at": started, "worker": worker}
-        first_start = started if number == 1 or not claim.started_at else claim.started_at
-        record: dict[str, Any] = {
-            "worker": worker,
-            "queued_at": claim.queued_at,
-            "started_at": first_start,
-        }
-        if claim.queued_at:
-            record["queue_wait"] = max(0.0, _seconds(claim.queued_at, first_start))
-        return record, attempt_rec
 
     def _outcome(
         self,
@@ -356,8 +302,7 @@ class StepRuntime:
         step: Step,
         tool: Tool | None,
         claim: Claim,
-        record: dict[str, Any],
-        attempt_rec: dict[str, Any],
+        records: Records,
         outcome: Outcome,
         keep: Keep | None,
         ahead: bool,
@@ -367,43 +312,12 @@ class StepRuntime:
         With `ahead` (this thread runs what it keeps next, right away), the dependents
         this thread would keep are claimed in the completion's own round trip.
         """
-        run_id, step_id, number, worker = ctx.run_id, step.id, claim.attempt, self.worker
-        status, output, exc, error = outcome
-        output_json = json.dumps(output) if status == "succeeded" else ""
-        try:
-            check_output_size(step.tool, output_json, self.settings.max_output_bytes)
-        except ToolOutputError as too_big:  # the step fails; none of it reaches Redis
-            status, output, output_json = "failed", None, ""
-            error = StepError.from_exception(too_big)
-            for item in record.get("items") or ():
-                item["output"] = None
-        record_error(error)  # a failed attempt's span says so
-        finished = attempt_rec["finished_at"]
-        if error is not None:
-            attempt_rec["error"] = error.model_dump()
-        if exc is not None and step.map is None:
-            policy = step.retry or (tool.retry if tool else None) or NO_RETRY
-            delay = policy.next_delay(number, exc)
-            if delay is not None and self.store.retry(
-                run_id, step_id, number, json.dumps(attempt_rec), finished, worker, str(error)
-            ):
-                self.send_step(ctx, step_id, number + 1, int(delay * 1000) or None)
-                return None
-        record.update(finished_at=finished, error=error.model_dump() if error else None)
-        if record.get("started_at"):
-            record["duration"] = _seconds(record["started_at"], finished)
-        terminal = Terminal(
-            step_id,
-            status,
-            output_json,
-            record,
-            now_iso(),
-            worker,
-            number,
-            json.dumps(attempt_rec),
-            str(error) if error else "",
-        )
-        then = self._next_claims(ctx, step_id, keep) if ahead and status == "succeeded" else ()
+        finished = self.attempts.finish(ctx, step, tool, claim, records, outcome)
+        if finished is None:
+            return None
+        terminal, output = finished
+        succeeded = terminal.status == "succeeded"
+        then = self._next_claims(ctx, step.id, keep) if ahead and succeeded else ()
         return terminal, output, then
 
     def _record(self, ctx: RunContext, item: Completing | None, keep: Keep | None) -> list[str]:
@@ -427,125 +341,3 @@ class StepRuntime:
         done = [f"{ctx.run_id}|{s}" for s in recorded]
         self._local.drops = [*getattr(self._local, "drops", []), *done]
         return kept
-
-    def _prepare(
-        self, ctx: RunContext, step: Step, tool: Tool, claim: Claim, record: dict[str, Any]
-    ) -> tuple[dict[str, Any], float | None]:
-        """The validated keyword arguments of a call, and its timeout."""
-        data = Scope(ctx.inputs, claim.outputs or {}).resolve(step.inputs)
-        record["inputs"] = data
-        timeout = step.timeout if step.timeout is not None else tool.timeout
-        return tool.validate_inputs(data), timeout
-
-    def _attempt(
-        self,
-        ctx: RunContext,
-        step: Step,
-        tool: Tool | None,
-        claim: Claim,
-        record: dict[str, Any],
-        attempt_rec: dict[str, Any],
-    ) -> Outcome:
-        """Call the tool once (or a map step's items); returns status, output, error.
-
-        Fills `attempt_rec` with the end time, taken before the tool slot is given back.
-        """
-        t0 = time.perf_counter()
-        limited = tool is not None and tool.max_concurrency is not None
-        tracked = self.monitor.track(
-            ctx.run_id,
-            step.id,
-            claim.attempt,
-            tool=step.tool,
-            slot=self.store.holder(ctx.run_id, step.id) if limited else None,
-        )
-        try:
-            if tool is None:
-                raise LookupError(
-                    f"tool {step.tool!r} is not registered in worker {self.worker_base} "
-                    f"(known: {', '.join(self.registry.names()) or 'none'})"
-                )
-            if step.map is not None:
-                scope = Scope(ctx.inputs, claim.outputs or {})
-                status, output, map_error = self._run_map(ctx, step, tool, scope, record, tracked)
-                return status, output, None, map_error
-            kwargs, timeout = self._prepare(ctx, step, tool, claim, record)
-            output = tool.dump_output(self._call(tool, kwargs, timeout, tracked))
-            return "succeeded", output, None, None
-        except (StepCancelled, asyncio.CancelledError):
-            why = tracked.reason or "stopped"
-            return "cancelled", None, None, StepError(type="CancelledError", message=f"run {why}")
-        except Exception as e:
-            exc = e
-        finally:
-            attempt_rec.update(finished_at=now_iso(), duration=time.perf_counter() - t0)
-            self.monitor.untrack(tracked)
-            if limited:
-                # Free the slot before coordinating: a dependent may want it next.
-                self.store.release_slot(step.tool, ctx.run_id, step.id)
-        return "failed", None, exc, StepError.from_exception(exc, format_tb(exc))
-
-    def _call(
-        self, tool: Tool, kwargs: dict[str, Any], timeout: float | None, tracked: Tracked
-    ) -> Any:
-        # Sync tools too go through this thread's loop into the tool pool, exactly as in
-        # the embedded backend: a timeout or cancel stops the wait at once (a sync call
-        # that cannot be interrupted finishes in the background, its result discarded).
-        loop = self._loop()
-        task = loop.create_task(call_tool(tool, kwargs, timeout, self._tool_threads))
-        with tracked.lock:
-            tracked.loop, tracked.task = loop, task
-            if tracked.reason is not None:
-                task.cancel()
-        try:
-            return loop.run_until_complete(task)
-        except asyncio.CancelledError:
-            raise StepCancelled() from None
-
-    def _run_map(
-        self,
-        ctx: RunContext,
-        step: Step,
-        tool: Tool,
-        scope: Scope,
-        record: dict[str, Any],
-        tracked: Tracked,
-    ) -> tuple[str, Any, StepError | None]:
-        """Run a map step's items concurrently on this thread's loop (sync ones in the pool)."""
-        progress = StepProgress(step.id, tool.name)
-
-        async def call(t: Tool, kwargs: dict[str, Any], to: float | None) -> Any:
-            return await call_tool(t, kwargs, to, self._tool_threads)
-
-        policy = step.retry or tool.retry or NO_RETRY
-        timeout = step.timeout if step.timeout is not None else tool.timeout
-        loop = self._loop()
-        task = loop.create_task(
-            map_step(
-                progress,
-                step,
-                tool,
-                policy,
-                timeout,
-                scope,
-                ctx.dag.predicates.get(step.id),
-                call,
-                self.worker,
-            )
-        )
-        with tracked.lock:
-            tracked.loop, tracked.task = loop, task
-        try:
-            status, output = loop.run_until_complete(task)
-        except asyncio.CancelledError:
-            raise StepCancelled() from None
-        finally:
-            rec = progress.to_record()
-            record["items"] = [c.model_dump(mode="json") for c in rec.items or []]
-        return status, output, rec.error
-
-
-def _seconds(start_iso: str, end_iso: str) -> float:
-    from datetime import datetime
-
-    return (datetime.fromisoformat(end_iso) - datetime.fromisoformat(start_iso)).total_seconds()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -119,6 +120,16 @@ class RunData:
     records: dict[str, str]
     attempts: dict[str, str]
     times: dict[str, str]
+
+
+def new_token() -> str:
+    """A label for one claim, to tell its holder apart from the next one's.
+
+    Not a secret (whoever can write Redis can write claims): a pseudo-random number
+    costs no system call, where `secrets` would give up the GIL under contention for each
+    step. `random` reseeds in a forked worker process.
+    """
+    return f"{random.getrandbits(48):012x}"
 
 
 def _claim(r: list[Any], needs: tuple[str, ...]) -> Claim:
