@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from executor.backends.redis_store import Claim, Completion, NextClaim, RedisStore, Terminal
+from executor.backends.claims import Claim, Completion, NextClaim, Terminal
+from executor.backends.redis_store import RedisStore
 from executor.dag import Dag
 from executor.flow import Flow
 from executor.references import Scope, iter_refs, parse_ref

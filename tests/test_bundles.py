@@ -250,7 +250,7 @@ def test_steps_of_a_bundle_that_end_together_are_recorded_in_one_round_trip(
 
 
 def test_a_completion_refused_after_a_takeover_leaves_the_new_holders_lease_hint(fake) -> None:
-    from executor.backends.redis_store import Terminal
+    from executor.backends.claims import Terminal
     from executor.coordinator import now_iso
 
     handle = fake.executor.submit(Flow(name="one", steps=[Step(id="a", tool="echo")]))

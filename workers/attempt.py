@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from executor.attempts import call_tool, format_tb, map_step
-from executor.backends.redis_store import Claim, RedisStore, Terminal
+from executor.backends.claims import Claim, Terminal
+from executor.backends.redis_store import RedisStore
 from executor.coordinator import RunContext, now_iso
 from executor.errors import ToolOutputError
 from executor.flow import Step

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from executor.backends.redis_store import Claim, new_token
+from executor.backends.claims import Claim, new_token
 from executor.coordinator import Keep, RunContext, now_iso
 from workers.tracing import step_scope
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import dramatiq
 
+from executor.backends.claims import Claim, NextClaim, Terminal, new_token
 from executor.backends.redis import BrokerSender
-from executor.backends.redis_store import Claim, NextClaim, RedisStore, Terminal, new_token
+from executor.backends.redis_store import RedisStore
 from executor.coordinator import Coordinator, Keep, RunContext, now_iso
 from executor.errors import RunNotFoundError
 from executor.flow import Step

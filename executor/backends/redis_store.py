@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -21,6 +20,7 @@ from typing import Any
 
 import redis
 
+from executor.backends.claims import Claim, Completion, NextClaim, Terminal, parse_claim
 from executor.backends.direct import Command, RoundTrips
 from executor.errors import RunNotFoundError
 
@@ -56,60 +56,6 @@ def _load_script(name: str) -> str:
     return (folder / "lib.lua").read_text() + (folder / f"{name}.lua").read_text()
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """The answer to a claim: `kind` is `ok` or why the step is not this message's to run."""
-
-    kind: str
-    attempt: int = 0
-    queued_at: str | None = None
-    started_at: str | None = None
-    lost_attempt: int = 0
-    outputs: dict[str, Any] | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """What recording a terminal status did."""
-
-    applied: bool
-    unfinished: int = -1
-    stop: str = ""
-    ready: tuple[str, ...] = ()
-    clean: frozenset[str] = frozenset()  # ready steps whose dependencies all succeeded
-    then: tuple[Claim, ...] = ()  # the answers to the `NextClaim`s asked
-
-
-@dataclass(frozen=True, slots=True)
-class Terminal:
-    """A terminal status to record for a step (see `RedisStore.complete`)."""
-
-    step: str
-    status: str
-    output_json: str
-    record: dict[str, Any]
-    at: str
-    worker: str = ""
-    attempt: int | None = None
-    attempt_json: str = ""
-    error: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class NextClaim:
-    """Claim this dependent in place in the same round trip as a successful completion of
-    one of its dependencies, if that makes it ready with every dependency succeeded: a
-    hop in one round trip instead of two."""
-
-    step: str
-    token: str
-    lease_ms: int
-    started_at: str
-    worker: str
-    needs: tuple[str, ...]
-
-
 @dataclass(slots=True)
 class RunData:
     """Everything stored about a run, read in one round trip."""
@@ -120,23 +66,6 @@ class RunData:
     records: dict[str, str]
     attempts: dict[str, str]
     times: dict[str, str]
-
-
-def new_token() -> str:
-    """A label for one claim, to tell its holder apart from the next one's.
-
-    Not a secret (whoever can write Redis can write claims): a pseudo-random number
-    costs no system call, where `secrets` would give up the GIL under contention for each
-    step. `random` reseeds in a forked worker process.
-    """
-    return f"{random.getrandbits(48):012x}"
-
-
-def _claim(r: list[Any], needs: tuple[str, ...]) -> Claim:
-    if r[0] != "ok":
-        return Claim(kind=r[0], detail=r[1] if len(r) > 1 else "")
-    outputs = {s: json.loads(v) for s, v in zip(needs, r[5:], strict=True) if v != ""}
-    return Claim("ok", int(r[1]), r[2] or None, r[3] or None, int(r[4]), outputs)
 
 
 class RedisStore:
@@ -358,7 +287,7 @@ class RedisStore:
         if drop_hints:
             commands.append(("ZREM", self.leases_key, *drop_hints))
         replies = self._batch(commands)
-        return [_claim(r, n) for r, n in zip(replies, needs, strict=False)]
+        return [parse_claim(r, n) for r, n in zip(replies, needs, strict=False)]
 
     def complete(
         self,
@@ -413,7 +342,7 @@ class RedisStore:
         out = []
         for _, _, then in items:
             r = next(replies)
-            claimed = tuple(_claim(next(replies), n.needs) for n in then)
+            claimed = tuple(parse_claim(next(replies), n.needs) for n in then)
             if r[0] != 1:
                 out.append(Completion(False, then=claimed))
                 continue
