@@ -11,95 +11,26 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from executor.backends.claims import Claim, Completion, NextClaim, Terminal
 from executor.backends.redis_store import RedisStore
-from executor.dag import Dag
 from executor.flow import Flow
-from executor.references import Scope, iter_refs, parse_ref
+from executor.messages import Sender, StepMessage, bundle_size
+from executor.references import Scope
 from executor.result import StepError
-from executor.scheduling import Scheduler
-from executor.validation import validate_flow
-
-DEFAULT_QUEUE = "dagrelay"
-ACTOR_NAME = "run_step"
-
+from executor.run_context import RunContext
 
 FLOW_CACHE = 32  # parsed flows kept per process
-
-# Bundles of at most this many steps, and at least this many bundles per fan-out.
-BUNDLE_MAX = 16
-BUNDLES_MIN = 32
-
-
-def bundle_size(ready: int) -> int:
-    """Steps per message when `ready` steps are sent at once (1: no bundles)."""
-    return max(1, min(BUNDLE_MAX, ready // BUNDLES_MIN))
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
-@dataclass(frozen=True, slots=True)
-class StepMessage:
-    """What a step message says: ids and routing, never data."""
-
-    run_id: str
-    step_id: str
-    attempt: int
-    queue: str
-    delay_ms: int | None = None
-    time_limit_ms: int | None = None
-    more: tuple[str, ...] = ()  # a bundle: further steps of the run, run by one worker
-
-
 # Whether the completing worker runs a ready step itself: (step id, steps kept so far).
 Keep = Callable[[str, int], bool]
-
-
-class Sender(Protocol):
-    """Puts step messages on the broker."""
-
-    def send_many(self, messages: list[StepMessage]) -> None: ...
-
-
-@dataclass(slots=True)
-class RunContext:
-    """A run's flow and input, parsed once per process and cached."""
-
-    run_id: str
-    dag: Dag
-    inputs: Any
-    scheduler: Scheduler
-    needs: dict[str, tuple[str, ...]]  # steps whose outputs each step's inputs read
-
-    @classmethod
-    def build(cls, run_id: str, flow: Flow, inputs: Any, dag: Dag | None = None) -> RunContext:
-        dag = dag or validate_flow(flow)
-        needs = {}
-        for sid, step in dag.steps.items():
-            texts = list(iter_refs(step.inputs)) + ([step.map] if step.map else [])
-            found: dict[str, None] = {}
-            for text in texts:
-                ref = parse_ref(text)
-                if ref.step is not None:
-                    found[ref.step] = None
-            pred = dag.predicates.get(sid)
-            if pred is not None and step.map is not None:
-                found.update(dict.fromkeys(pred.steps))
-            needs[sid] = tuple(found)
-        return cls(run_id, dag, inputs, Scheduler(dag), needs)
-
-    def queue(self, step_id: str) -> str:
-        return self.dag.steps[step_id].queue or DEFAULT_QUEUE
-
-    def time_limit_ms(self, step_id: str, tool_timeout: float | None) -> int | None:
-        t = self.dag.steps[step_id].timeout or tool_timeout
-        return None if t is None else int(t * 1000)
 
 
 class Coordinator:

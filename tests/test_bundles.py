@@ -14,7 +14,9 @@ import time
 import pytest
 
 from executor import Flow, Step
-from executor.coordinator import BUNDLE_MAX, Coordinator, RunContext, StepMessage
+from executor.coordinator import Coordinator
+from executor.messages import BUNDLE_MAX, StepMessage
+from executor.run_context import RunContext
 from tests.test_distributed import events_of, read_count, wait_until
 
 pytestmark = pytest.mark.timeout(60)

@@ -38,7 +38,7 @@ from executor import (
 )
 from executor.backends.redis import BrokerSender
 from executor.backends.redis_store import RedisStore
-from executor.coordinator import StepMessage
+from executor.messages import StepMessage
 from tests import dist_tools
 from tests.conformance.tools import read_lines
 from tests.support.servers import (

@@ -19,7 +19,7 @@ import pytest
 
 from executor import DagrelayError, Flow, FlowExecutor, FlowValidationError, Step, ToolRegistry
 from executor.backends.redis import BrokerSender
-from executor.coordinator import StepMessage
+from executor.messages import StepMessage
 from tests import fault_tools
 from tests.faults.support import FaultCluster, wait_until
 from tests.support.servers import ROOT, WorkerProcess, free_port, redis_server_binary

@@ -18,13 +18,14 @@ from typing import Any
 from executor.attempts import call_tool, format_tb, map_step
 from executor.backends.claims import Claim, Terminal
 from executor.backends.redis_store import RedisStore
-from executor.coordinator import RunContext, now_iso
+from executor.coordinator import now_iso
 from executor.errors import ToolOutputError
 from executor.flow import Step
 from executor.progress import StepProgress
 from executor.references import Scope
 from executor.result import StepError
 from executor.retry import NO_RETRY
+from executor.run_context import RunContext
 from executor.tools import Tool, ToolRegistry, check_output_size
 from executor.tracing import record_error
 from workers.monitor import Monitor, StepCancelled, Tracked

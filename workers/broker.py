@@ -16,7 +16,7 @@ from redis.retry import Retry
 from executor.backends.redis import NO_TIME_LIMIT_MS
 from executor.backends.redis_store import RedisStore
 from executor.backends.wakeup import WakingRedisBroker
-from executor.coordinator import ACTOR_NAME
+from executor.messages import ACTOR_NAME
 from executor.tools import ToolRegistry, default_registry, load_tools
 from workers.periodic import Periodic
 from workers.runtime import StepRuntime

@@ -20,7 +20,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from executor.backends.claims import Claim, new_token
-from executor.coordinator import Keep, RunContext, now_iso
+from executor.coordinator import Keep, now_iso
+from executor.run_context import RunContext
 from workers.tracing import step_scope
 
 if TYPE_CHECKING:

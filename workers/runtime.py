@@ -14,9 +14,10 @@ import dramatiq
 from executor.backends.claims import Claim, NextClaim, Terminal, new_token
 from executor.backends.redis import BrokerSender
 from executor.backends.redis_store import RedisStore
-from executor.coordinator import Coordinator, Keep, RunContext, now_iso
+from executor.coordinator import Coordinator, Keep, now_iso
 from executor.errors import RunNotFoundError
 from executor.flow import Step
+from executor.run_context import RunContext
 from executor.tools import Tool, ToolRegistry
 from workers.attempt import Attempts, Outcome, Records
 from workers.bundles import run_bundle

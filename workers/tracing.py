@@ -23,7 +23,7 @@ import dramatiq
 from dramatiq.middleware import Middleware
 
 from executor import logs, tracing
-from executor.coordinator import ACTOR_NAME
+from executor.messages import ACTOR_NAME
 
 
 class ObservabilityMiddleware(Middleware):

@@ -15,11 +15,12 @@ import redis
 
 from executor.backends.redis_store import DEFAULT_TTL, RedisStore, RunData
 from executor.backends.wakeup import WakingRedisBroker
-from executor.coordinator import ACTOR_NAME, Coordinator, RunContext, StepMessage
+from executor.coordinator import Coordinator
 from executor.dag import Dag
 from executor.errors import DagrelayError, RunNotFoundError
 from executor.events import RunEvent
 from executor.handle import RunHandle
+from executor.messages import ACTOR_NAME, StepMessage
 from executor.result import (
     TERMINAL_RUN,
     Attempt,
@@ -28,6 +29,7 @@ from executor.result import (
     StepRecord,
     summarize,
 )
+from executor.run_context import RunContext
 from executor.tools import ToolRegistry
 from executor.tracing import current_context as trace_context
 
