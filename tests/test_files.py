@@ -11,7 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from executor import Flow, FlowValidationError, RetryPolicy, Step, files, load_flow
+from executor import Flow, FlowValidationError, RetryPolicy, Step, load_flow, yaml_limits
 from executor.files import MAX_BYTES, MAX_DEPTH, MAX_NODES, MAX_STEPS, MAX_STRING
 
 RICH = Flow(
@@ -524,7 +524,7 @@ def test_pure_python_yaml_parser_gives_the_same_kind_of_errors(
     tmp_path, monkeypatch, name, content, fragments
 ):
     # PyYAML built without libyaml parses events in Python; the limits are the same.
-    monkeypatch.setattr(files, "_LOADER", files._PyLoader)
+    monkeypatch.setattr(yaml_limits, "_LOADER", yaml_limits._PyLoader)
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     error = _load_bad(path)
@@ -538,11 +538,11 @@ def test_pure_python_yaml_parser_gives_the_same_kind_of_errors(
 
 
 def test_pure_python_yaml_parser_round_trips(monkeypatch):
-    monkeypatch.setattr(files, "_LOADER", files._PyLoader)
+    monkeypatch.setattr(yaml_limits, "_LOADER", yaml_limits._PyLoader)
     assert Flow.from_yaml(RICH.to_yaml()) == RICH
 
 
 def test_libyaml_is_used_when_available():
     if not getattr(yaml, "__with_libyaml__", False):
         pytest.skip("PyYAML without libyaml")
-    assert files._LOADER is not files._PyLoader
+    assert yaml_limits._LOADER is not yaml_limits._PyLoader
