@@ -212,7 +212,13 @@ def test_a_chain_continued_in_place_costs_one_store_round_trip_a_hop(fake, monke
     assert result.status == "succeeded" and result.output == n
     scripts = [c for cmds in batches for c in cmds if c[0] == "EVALSHA"]
     assert len(batches) <= n + 3, f"{len(batches)} round trips for {n} hops"
-    assert len(scripts) >= 2 * n  # still a claim and a completion per step
+    assert len(scripts) <= n + 3, f"{len(scripts)} scripts for {n} hops"  # one script a hop
+    # Yet every step was claimed on its own: queued (s0 by the client, the others in
+    # place) and running, once each.
+    events = fake.store.client.xrange(fake.store.keys(handle.run_id)[7])
+    for status in ("queued", "running"):
+        seen = sorted(f["step"] for _, f in events if f["status"] == status)
+        assert seen == sorted(f"s{i}" for i in range(n))
     # Lease hints of finished steps went with later completions: none left for the
     # sweeper but the last step's (dropped with this thread's next claim or completion).
     hints = fake.store.client.zrange(fake.store.leases_key, 0, -1)

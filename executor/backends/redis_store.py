@@ -327,27 +327,24 @@ class RedisStore:
         for t, dependents, then in items:
             attempt = "" if t.attempt is None else t.attempt
             args: list[Any] = [t.step, t.status, t.output_json, json.dumps(t.record), t.at]
-            args.append(t.worker)
-            args += [attempt, t.attempt_json, t.error, *dependents]
-            commands.append(self._script("complete", keys, args))
-            for n in then:
-                claim_args = [n.step, 1, n.token, n.lease_ms, n.started_at, n.worker, 0, "1+"]
-                commands.append(self._script("claim", keys, [*claim_args, *n.needs]))
+            args += [t.worker, attempt, t.attempt_json, t.error, len(dependents), *dependents]
+            for n in then:  # claimed by the same script, after the completion
+                args += [n.step, n.token, n.lease_ms, n.started_at, n.worker, len(n.needs)]
+                args += n.needs
                 hints += [time.time() + n.lease_ms / 1000, f"{run_id}|{n.step}"]
+            commands.append(self._script("complete", keys, args))
         if hints:
             commands.append(("ZADD", self.leases_key, *hints))
         if drop_hints:
             commands.append(("ZREM", self.leases_key, *drop_hints))
-        replies = iter(self._batch(commands))
         out = []
-        for _, _, then in items:
-            r = next(replies)
-            claimed = tuple(parse_claim(next(replies), n.needs) for n in then)
+        for (_, _, then), r in zip(items, self._batch(commands), strict=False):
+            claimed = tuple(parse_claim(c, n.needs) for c, n in zip(r[4], then, strict=True))
             if r[0] != 1:
                 out.append(Completion(False, then=claimed))
                 continue
-            ready = tuple(d.removesuffix("|x") for d in r[3:])
-            clean = frozenset(d for d in r[3:] if "|" not in d)
+            ready = tuple(d.removesuffix("|x") for d in r[3])
+            clean = frozenset(d for d in r[3] if "|" not in d)
             out.append(Completion(True, int(r[1]), r[2], ready, clean, claimed))
         return out
 
