@@ -28,7 +28,7 @@ from executor.retry import NO_RETRY
 from executor.run_context import RunContext
 from executor.tools import Tool, ToolRegistry, check_output_size
 from executor.tracing import record_error
-from workers.monitor import Monitor, StepCancelled, Tracked
+from workers.monitor import Monitor
 from workers.settings import Settings
 
 # What an attempt came to: status, output, the exception (to retry on), the error.
@@ -79,10 +79,19 @@ class Attempts:
     def run(
         self, ctx: RunContext, step: Step, tool: Tool | None, claim: Claim, records: Records
     ) -> Outcome:
-        """Call the tool once (or a map step's items) on this thread's loop.
+        """`run_async` on this thread's own loop, for a caller outside any loop."""
+        return self._loop().run_until_complete(self.run_async(ctx, step, tool, claim, records))
 
-        Fills the attempt record with the end time, taken before the tool slot is given
-        back.
+    async def run_async(
+        self, ctx: RunContext, step: Step, tool: Tool | None, claim: Claim, records: Records
+    ) -> Outcome:
+        """Call the tool once (or a map step's items) as a task of the running loop, a
+        sync tool in the tool threads; the task is what a stopping run cancels.
+
+        Sync tools too go through the loop, exactly as in the embedded backend: a timeout
+        or cancel stops the wait at once (a sync call that cannot be interrupted finishes
+        in the background, its result discarded). Fills the attempt record with the end
+        time, taken before the tool slot is given back.
         """
         record, attempt_rec = records
         t0 = time.perf_counter()
@@ -94,46 +103,20 @@ class Attempts:
             tool=step.tool,
             slot=self.store.holder(ctx.run_id, step.id) if limited else None,
         )
-        try:
-            if tool is None:
-                raise LookupError(
-                    f"tool {step.tool!r} is not registered in worker {self._process} "
-                    f"(known: {', '.join(self.registry.names()) or 'none'})"
-                )
-            if step.map is not None:
-                scope = Scope(ctx.inputs, claim.outputs or {})
-                status, output, map_error = self._run_map(ctx, step, tool, scope, record, tracked)
-                return status, output, None, map_error
-            kwargs, timeout = self._prepare(ctx, step, tool, claim, record)
-            output = tool.dump_output(self._call(tool, kwargs, timeout, tracked))
-            return "succeeded", output, None, None
-        except (StepCancelled, asyncio.CancelledError):
-            why = tracked.reason or "stopped"
-            return "cancelled", None, None, StepError(type="CancelledError", message=f"run {why}")
-        except Exception as e:
-            exc = e
-        finally:
-            attempt_rec.update(finished_at=now_iso(), duration=time.perf_counter() - t0)
-            self.monitor.untrack(tracked)
-            if limited:
-                # Free the slot before coordinating: a dependent may want it next.
-                self.store.release_slot(step.tool, ctx.run_id, step.id)
-        return "failed", None, exc, StepError.from_exception(exc, format_tb(exc))
-
-    async def run_async(
-        self, ctx: RunContext, step: Step, tool: Tool, claim: Claim, records: Records
-    ) -> Outcome:
-        """Call a registered tool once as a task of the running loop (a sync tool in the
-        tool threads); the task is what a stopping run cancels."""
-        record, attempt_rec = records
-        t0 = time.perf_counter()
-        tracked = self.monitor.track(ctx.run_id, step.id, claim.attempt, tool=step.tool)
         with tracked.lock:
             tracked.loop, tracked.task = asyncio.get_running_loop(), asyncio.current_task()
             stopped = tracked.reason is not None  # stopped before the task was known
         try:
             if stopped:
                 raise asyncio.CancelledError()
+            if tool is None:
+                raise LookupError(
+                    f"tool {step.tool!r} is not registered in worker {self._process} "
+                    f"(known: {', '.join(self.registry.names()) or 'none'})"
+                )
+            if step.map is not None:
+                status, output, map_error = await self._map(ctx, step, tool, claim, record)
+                return status, output, None, map_error
             kwargs, timeout = self._prepare(ctx, step, tool, claim, record)
             output = await call_tool(tool, kwargs, timeout, self.tool_threads)
             return "succeeded", tool.dump_output(output), None, None
@@ -145,6 +128,9 @@ class Attempts:
         finally:
             attempt_rec.update(finished_at=now_iso(), duration=time.perf_counter() - t0)
             self.monitor.untrack(tracked)
+            if limited:
+                # Free the slot before coordinating: a dependent may want it next.
+                self.store.release_slot(step.tool, ctx.run_id, step.id)
 
     def finish(
         self,
@@ -205,33 +191,10 @@ class Attempts:
         timeout = step.timeout if step.timeout is not None else tool.timeout
         return tool.validate_inputs(data), timeout
 
-    def _call(
-        self, tool: Tool, kwargs: dict[str, Any], timeout: float | None, tracked: Tracked
-    ) -> Any:
-        # Sync tools too go through this thread's loop into the tool pool, exactly as in
-        # the embedded backend: a timeout or cancel stops the wait at once (a sync call
-        # that cannot be interrupted finishes in the background, its result discarded).
-        loop = self._loop()
-        task = loop.create_task(call_tool(tool, kwargs, timeout, self.tool_threads))
-        with tracked.lock:
-            tracked.loop, tracked.task = loop, task
-            if tracked.reason is not None:
-                task.cancel()
-        try:
-            return loop.run_until_complete(task)
-        except asyncio.CancelledError:
-            raise StepCancelled() from None
-
-    def _run_map(
-        self,
-        ctx: RunContext,
-        step: Step,
-        tool: Tool,
-        scope: Scope,
-        record: dict[str, Any],
-        tracked: Tracked,
+    async def _map(
+        self, ctx: RunContext, step: Step, tool: Tool, claim: Claim, record: dict[str, Any]
     ) -> tuple[str, Any, StepError | None]:
-        """Run a map step's items concurrently on this thread's loop (sync ones in the pool)."""
+        """Run a map step's items concurrently on the running loop (sync ones in the pool)."""
         progress = StepProgress(step.id, tool.name)
 
         async def call(t: Tool, kwargs: dict[str, Any], to: float | None) -> Any:
@@ -239,26 +202,18 @@ class Attempts:
 
         policy = step.retry or tool.retry or NO_RETRY
         timeout = step.timeout if step.timeout is not None else tool.timeout
-        loop = self._loop()
-        task = loop.create_task(
-            map_step(
+        try:
+            status, output = await map_step(
                 progress,
                 step,
                 tool,
                 policy,
                 timeout,
-                scope,
+                Scope(ctx.inputs, claim.outputs or {}),
                 ctx.dag.predicates.get(step.id),
                 call,
                 self._worker(),
             )
-        )
-        with tracked.lock:
-            tracked.loop, tracked.task = loop, task
-        try:
-            status, output = loop.run_until_complete(task)
-        except asyncio.CancelledError:
-            raise StepCancelled() from None
         finally:
             rec = progress.to_record()
             record["items"] = [c.model_dump(mode="json") for c in rec.items or []]

@@ -21,10 +21,6 @@ log = logging.getLogger("dagrelay.worker")
 STOP_CHECK_SECONDS = 0.25
 
 
-class StepCancelled(BaseException):
-    """Raised inside a step whose run is stopping. BaseException: tools can't swallow it."""
-
-
 @dataclass(eq=False)
 class Tracked:
     """A step attempt running in this process."""
