@@ -56,6 +56,11 @@ class Cluster:
         ).wait_ready(processes)
         self.ex = FlowExecutor(self.server.url, registry=registry)
 
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU seconds used so far by the worker's process tree and by redis-server."""
+        assert self.server.proc is not None
+        return _cpu_seconds(os.getpgid(self.worker.proc.pid)), _pid_cpu(self.server.proc.pid)
+
     def close(self) -> None:
         self.worker.stop()
         self.ex.close()
@@ -75,21 +80,27 @@ def hop_latency_ms(cl: Cluster, n: int = 50, repeats: int = 7) -> float:
 
 def fan_out(cl: Cluster, n: int = 1000, repeats: int = 3) -> dict[str, float]:
     flow = flows.fan_out(n, join=True)
+    cl.ex.run(flow, timeout=300)  # warm: every worker thread has its connection
     rates, waits = [], []
+    cpu0 = cl.cpu_seconds()
     for _ in range(repeats):
         r = cl.ex.run(flow, timeout=300)
         assert r.status == "succeeded", r.error
         rates.append((n + 2) / (r.wall_time or 1))
         waits = [s.queue_wait for s in r.steps.values() if s.queue_wait is not None]
+    worker_s, redis_s = (b - a for a, b in zip(cpu0, cl.cpu_seconds(), strict=True))
     return {
         "steps_per_s": statistics.median(rates),
         "queue_wait_p50_ms": _percentile(waits, 50) * 1000,
         "queue_wait_p99_ms": _percentile(waits, 99) * 1000,
+        "worker_cpu_us": worker_s / (repeats * (n + 2)) * 1e6,
+        "redis_cpu_us": redis_s / (repeats * (n + 2)) * 1e6,
     }
 
 
 def efficiency(cl: Cluster, which: str, repeats: int = 3) -> float:
     flow = flows.uneven() if which == "uneven" else flows.lattice(10)
+    cl.ex.run(flow, timeout=120)  # warm
     samples = []
     for _ in range(repeats):
         r = cl.ex.run(flow, timeout=120)
@@ -101,6 +112,7 @@ def efficiency(cl: Cluster, which: str, repeats: int = 3) -> float:
 def io_wall_ratio(cl: Cluster, n: int = 500, seconds: float = 0.05, repeats: int = 3) -> float:
     """Wall time from the first leaf queued to the last finished, over one sleep."""
     flow = flows.io_fan(n, seconds)
+    cl.ex.run(flow, timeout=120)  # warm: the threads a run spreads over have connections
     samples = []
     for _ in range(repeats):
         r = cl.ex.run(flow, timeout=120)
@@ -135,6 +147,11 @@ def _cpu_seconds(pgid: int) -> float:
         if int(fields[2]) == pgid:  # field 5 (pgrp) after the ")"-split
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def _pid_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def idle_cpu_percent(cl: Cluster, seconds: float = 10.0) -> float:
