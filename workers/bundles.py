@@ -57,47 +57,36 @@ def _simple(rt: StepRuntime, ctx: RunContext, step_id: str) -> bool:
 
 
 class _Drive:
-    """Steps of one run as tasks of this thread's loop. Each step a completion keeps
-    starts at once beside the others; steps that end in the same turn of the loop are
-    recorded together, in one round trip (group commit)."""
+    """Steps of one run as tasks of this thread's loop. Steps that end in the same turn of
+    the loop are recorded together, in one round trip (group commit), and the steps
+    those completions keep start right from it, beside the others."""
 
     def __init__(
         self, rt: StepRuntime, ctx: RunContext, keep: Keep | None, loop: asyncio.AbstractEventLoop
     ) -> None:
         self.rt, self.ctx, self.keep, self.loop = rt, ctx, keep, loop
-        self.running: set[asyncio.Task[list[str]]] = set()
-        self.ending: list[tuple[Completing, asyncio.Future[list[str]]]] = []
+        self.tasks = 0  # steps running
+        self.ending: list[Completing] = []  # steps to record in the next flush
+        self.later: list[str] = []  # kept steps that need the usual path
+        self.errors: list[BaseException] = []
+        self.idle: asyncio.Future[None] = loop.create_future()
 
     async def run(self, step_ids: list[str], attempt: int, inplace: bool) -> list[str]:
         """Returns the kept steps that need the usual path."""
-        rt, ctx = self.rt, self.ctx
-        later: list[str] = []
-        errors: list[BaseException] = []
         if step_ids:
             self.start(step_ids, attempt, inplace)
-        while self.running:
-            done, self.running = await asyncio.wait(
-                self.running, return_when=asyncio.FIRST_COMPLETED
-            )
-            kept: list[str] = []
-            for task in done:
-                if task.exception() is not None:  # Redis gone for longer than its retries
-                    errors.append(task.exception())  # type: ignore[arg-type]
-                else:
-                    kept += task.result()
-            later += [k for k in kept if not _simple(rt, ctx, k)]
-            if simple := [k for k in kept if _simple(rt, ctx, k)]:
-                self.start(simple, 1, True)
-        if errors:  # the others were recorded first; these steps' leases bring them back
-            raise errors[0]
-        return later
+        self._check_idle()
+        await self.idle
+        if self.errors:  # the others were recorded first; these steps' leases bring them back
+            raise self.errors[0]
+        return self.later
 
     def start(self, ids: list[str], attempt: int, inplace: bool) -> None:
         rt, ctx = self.rt, self.ctx
         ahead = rt._preclaimed()
         pre = {s: ahead.pop(s) for s in ids if s in ahead}  # claimed with their dependency
         for sid, claim in pre.items():
-            self.running.add(asyncio.ensure_future(self.step(sid, claim)))
+            self._spawn(sid, claim)
         ids = [s for s in ids if s not in pre]
         if not ids:
             return
@@ -112,11 +101,25 @@ class _Drive:
         )
         for sid, claim in zip(ids, claims, strict=True):
             if claim.kind == "ok":
-                self.running.add(asyncio.ensure_future(self.step(sid, claim)))
+                self._spawn(sid, claim)
             else:
                 log.debug("run %s step %s: %s (%s)", ctx.run_id, sid, claim.kind, claim.detail)
 
-    async def step(self, step_id: str, claim: Claim) -> list[str]:
+    def _spawn(self, step_id: str, claim: Claim) -> None:
+        self.tasks += 1
+        self.loop.create_task(self.step(step_id, claim)).add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self.tasks -= 1
+        if not task.cancelled() and task.exception() is not None:  # Redis gone too long
+            self.errors.append(task.exception())  # type: ignore[arg-type]
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if not self.tasks and not self.ending and not self.idle.done():
+            self.idle.set_result(None)
+
+    async def step(self, step_id: str, claim: Claim) -> None:
         rt, ctx = self.rt, self.ctx
         step = ctx.dag.steps[step_id]
         tool = rt.registry.get(step.tool)
@@ -124,25 +127,23 @@ class _Drive:
             records = rt.attempts.begin(step, claim)
             outcome = await rt.attempts.run_async(ctx, step, tool, claim, records)
             item = rt._outcome(ctx, step, tool, claim, records, outcome, self.keep, True)
-            if item is None:  # retried: sent again
-                return []
-            return await self.record(item)
+            if item is not None:  # else retried: sent again
+                self.record(item)
 
-    def record(self, item: Completing) -> asyncio.Future[list[str]]:
+    def record(self, item: Completing) -> None:
         """Record a step's end with the others that end in this turn of the loop."""
-        future: asyncio.Future[list[str]] = self.loop.create_future()
         if not self.ending:
             self.loop.call_soon(self.flush)
-        self.ending.append((item, future))
-        return future
+        self.ending.append(item)
 
     def flush(self) -> None:
         batch, self.ending = self.ending, []
         try:
-            kept = self.rt._complete(self.ctx, [item for item, _ in batch], self.keep)
+            rt, ctx = self.rt, self.ctx
+            for kept in rt._complete(ctx, batch, self.keep):
+                self.later += [k for k in kept if not _simple(rt, ctx, k)]
+                if simple := [k for k in kept if _simple(rt, ctx, k)]:
+                    self.start(simple, 1, True)
         except Exception as exc:
-            for _, future in batch:
-                future.set_exception(exc)
-            return
-        for (_, future), k in zip(batch, kept, strict=True):
-            future.set_result(k)
+            self.errors.append(exc)
+        self._check_idle()
