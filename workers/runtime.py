@@ -82,7 +82,11 @@ class StepRuntime:
 
     @property
     def worker(self) -> str:
-        return f"{self.worker_base}:{threading.current_thread().name}"
+        """This thread's name in records and events (`host:pid:thread`)."""
+        name: str | None = getattr(self._local, "worker", None)
+        if name is None:  # a few times per step: built once per thread
+            name = self._local.worker = f"{self.worker_base}:{threading.current_thread().name}"
+        return name
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         # Async tools run on an event loop owned by the worker thread: one coroutine per
@@ -258,7 +262,7 @@ class StepRuntime:
         if keep is None:
             return ()
         out: list[NextClaim] = []
-        lease_ms = int(self.settings.lease_seconds * 1000)
+        lease_ms, at, worker = int(self.settings.lease_seconds * 1000), now_iso(), self.worker
         for d in ctx.dag.dependents[step_id]:
             step = ctx.dag.steps[d]
             tool = self.registry.get(step.tool) if step.tool in self.registry else None
@@ -272,8 +276,7 @@ class StepRuntime:
                 and not (self.detached is not None and tool.is_async)
                 and keep(d, len(out))
             ):
-                token = new_token()
-                out.append(NextClaim(d, token, lease_ms, now_iso(), self.worker, ctx.needs[d]))
+                out.append(NextClaim(d, new_token(), lease_ms, at, worker, ctx.needs[d]))
         return tuple(out)
 
     def _take_drops(self) -> list[str]:
