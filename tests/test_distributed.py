@@ -786,3 +786,17 @@ def test_runs_of_one_flow_share_its_parsed_form_in_a_worker_and_keep_their_input
     a, b, c = context(first.run_id), context(second.run_id), context(third.run_id)
     assert a.dag is b.dag and a.inputs != b.inputs  # validated once, inputs per run
     assert c.dag is not a.dag and c.dag.flow.name == "other"
+
+
+def test_an_idle_worker_stops_at_once(cluster) -> None:
+    """SIGTERM to an idle worker: its threads and consumers stop at once instead of each
+    waiting out Dramatiq's one-second idle timeout (deploys and restarts wait on it)."""
+    worker = WorkerProcess(cluster.url, TOOLS, threads=8)
+    try:
+        worker.wait_ready()
+        time.sleep(0.3)  # idle: every thread and consumer is parked
+    finally:
+        worker.stop()
+    began, ended = worker.log_times("Shutting down..."), worker.log_times("has been shut down")
+    assert len(began) == len(ended) == 1, worker.log()
+    assert ended[0] - began[0] < 0.6, worker.log()

@@ -127,3 +127,33 @@ def test_an_undecodable_message_goes_to_the_dead_letters_and_the_batch_survives(
     for m in got:
         consumer.ack(m)
     assert client.scard(f"{ns}:__acks__.{broker.broker_id}.q") == 0
+
+
+def test_a_shutdown_wakes_the_idle_consumers_of_this_broker_only(
+    broker: WakingRedisBroker, server: RedisServer
+) -> None:
+    """A stopping worker must not wait out its consumers' idle timeout, and must not
+    take wake-ups meant for other workers' consumers."""
+    other = WakingRedisBroker(client=redis.Redis.from_url(server.url), middleware=[])
+    other.declare_queue("q")
+    mine, theirs = broker.consume("q", timeout=IDLE_MS), other.consume("q", timeout=IDLE_MS)
+    idle(mine)
+    timer = threading.Timer(0.3, lambda: broker.wake_to_stop(consumers=1))
+    timer.start()
+    start = time.monotonic()
+    assert next(mine) is None
+    woke = time.monotonic() - start
+    timer.join()
+    assert 0.2 < woke < IDLE_MS / 1000 / 2  # by the stop, not by the idle wait running out
+    start = time.monotonic()
+    for _ in range(5):  # stopping: it never blocks again until its thread is stopped
+        assert next(mine) is None
+    assert time.monotonic() - start < 1
+    # The other broker's consumer sleeps on: the stop was not its.
+    assert not other.stopping.is_set()
+    timer = threading.Timer(0.3, lambda: other.enqueue(message(5)))
+    timer.start()
+    got, waited = next_message(theirs, IDLE_MS / 1000 * 2)
+    timer.join()
+    assert got.args == (5,) and waited > 0.2
+    other.close()

@@ -11,6 +11,7 @@ Dramatiq's own scripts with its acks, requeues and delayed queues.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,8 @@ logger = logging.getLogger("dagrelay.broker")
 DUE_CHECK_SECONDS = 0.01
 # Enough tokens to wake every idle consumer of a busy queue; more would only spin.
 MAX_TOKENS = 64
+# While its worker shuts down, a consumer comes back this often (it is stopped soon).
+STOPPING_SECONDS = 0.01
 
 
 def wake_key(namespace: str, queue_name: str) -> str:
@@ -45,6 +48,20 @@ class WakingRedisBroker(RedisBroker):
         dispatch: Any = self.scripts["dispatch"]
         self._dispatch_sha: str = dispatch.sha
         self._trips = RoundTrips(self.client, [dispatch.script])
+        self.stopping = threading.Event()
+        # This broker's own wake list: set apart from the queues' lists, which any
+        # worker's consumer may pop, so that a shutdown wakes this process's consumers.
+        self.stop_key = f"{self.namespace}:wake:__stop__.{self.broker_id}"
+
+    def wake_to_stop(self, consumers: int) -> None:
+        """Wake this broker's idle consumers now and keep them from blocking again: the
+        worker is shutting down and would otherwise wait out their idle timeout."""
+        self.stopping.set()
+        if consumers > 0:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lpush(self.stop_key, *([1] * consumers))
+            pipe.expire(self.stop_key, 10)
+            pipe.execute()
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -174,6 +191,10 @@ class _WakingConsumer(_RedisConsumer):
         if self.outstanding_message_count >= self.prefetch:
             time.sleep(0.001)
             return
+        broker: WakingRedisBroker = self.broker
+        if broker.stopping.is_set():
+            time.sleep(STOPPING_SECONDS)
+            return
         timeout = DUE_CHECK_SECONDS if self.outstanding_message_count else self.timeout / 1000
-        key = wake_key(self.broker.namespace, self.queue_name)
-        self.broker.client.blpop([key], timeout=timeout)
+        key = wake_key(broker.namespace, self.queue_name)
+        broker.client.blpop([key, broker.stop_key], timeout=timeout)

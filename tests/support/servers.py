@@ -14,6 +14,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from datetime import datetime
 from pathlib import Path
 
 import redis
@@ -157,6 +158,16 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_times(self, fragment: str) -> list[float]:
+        """Epoch seconds of the log lines containing `fragment` (Dramatiq stamps each
+        line `[YYYY-mm-dd HH:MM:SS,mmm]`, local time)."""
+        out = []
+        for line in self.log().splitlines():
+            if fragment in line and line.startswith("["):
+                stamp = line[1 : line.index("]")]
+                out.append(datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp())
+        return out
+
     def signal(self, sig: int) -> None:
         """Signal the main process; Dramatiq forwards SIGTERM/SIGINT to its workers."""
         if self.proc.poll() is None:
@@ -168,14 +179,36 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
     def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, as a user would; returns once the worker processes have shut down.
+
+        Dramatiq's supervisor outlives its workers by a second (its log watcher waits
+        out a 1 s poll on the supervisor's own log pipe, which it never closes): once the
+        workers are gone and their last lines are in the log, it is killed instead of
+        waited for. Returns the supervisor's exit code (-9 when it was killed so).
+        """
+        workers = descendants(self.proc.pid) - {self.proc.pid}
         self.signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
         try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                if not any(_running(p) for p in workers):
+                    try:
+                        return self.proc.wait(0.1)
+                    except subprocess.TimeoutExpired:
+                        break
+                time.sleep(0.01)
             self.kill_all()
             return self.proc.wait()
         finally:
             self._log.close()
+
+
+def _running(pid: int) -> bool:
+    """Whether a process exists and is not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def descendants(pid: int) -> set[int]:
