@@ -7,6 +7,7 @@ broker. Nothing here waits on a central loop.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 from collections import OrderedDict
@@ -132,10 +133,13 @@ class Coordinator:
         claimed: dict[str, Claim] | None = None,
         drop_hints: list[str] | None = None,
         recorded: list[str] | None = None,
+        scopes: list[contextvars.Context] | None = None,
     ) -> list[list[str]]:
         """`completed` for several steps of a run at once (each with its output as data
         and its claims ahead): recorded in one round trip, then each carried forward.
-        `recorded` gets the steps whose status this call wrote (not a duplicate's).
+        `recorded` gets the steps whose status this call wrote (not a duplicate's);
+        `scopes`, one per item, are the contexts to carry each forward in (its trace span
+        and log ids: the messages it sends carry them).
 
         A refused claim ahead leaves its lease hint: another worker may hold that step
         by now under the same hint, so only the sweeper, which checks the claim, may
@@ -148,9 +152,12 @@ class Coordinator:
         if recorded is not None:
             pairs = zip(items, dones, strict=True)
             recorded += [t.step for (t, _, _), done in pairs if done.applied]
+        runs: list[Callable[..., list[str]]] = (
+            [s.run for s in scopes] if scopes else [_call] * len(items)
+        )
         return [
-            self._carry(ctx, t, output, then, done, keep, claimed)
-            for (t, output, then), done in zip(items, dones, strict=True)
+            run(self._carry, ctx, t, output, then, done, keep, claimed)
+            for (t, output, then), done, run in zip(items, dones, runs, strict=True)
         ]
 
     def _carry(
@@ -371,3 +378,8 @@ def _resolved_record(
     sid: str, ctx: RunContext, status: str, error: StepError | None
 ) -> dict[str, Any]:
     return {"status": status, "error": error.model_dump() if error else None}
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """`Context.run` in the current context."""
+    return fn(*args)

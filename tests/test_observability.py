@@ -378,3 +378,27 @@ def test_worker_spans_join_the_submitters_trace(
     frun = got.get("run failing")
     assert frun is not None and frun.status.status_code is StatusCode.ERROR
     assert {s.context.trace_id for s in doomed} == {frun.context.trace_id}
+
+
+def test_steps_recorded_together_each_coordinate_in_their_own_span(
+    fake_cluster: dict[str, Any], spans: InMemorySpanExporter
+) -> None:
+    """A bundle's steps that end together are recorded in one round trip, yet each one's
+    dependent starts under that step's own span, not the first recorder's."""
+    n = 64  # ready at once: sent as bundles of two, whose steps end in the same turn
+    steps = [Step(id="root", tool="say", inputs={"text": "$input.text"})]
+    for i in range(n):
+        steps.append(Step(id=f"l{i}", tool="say", inputs={"text": "$steps.root"}))
+        steps.append(Step(id=f"d{i}", tool="say", inputs={"text": f"$steps.l{i}"}))
+    with distributed(fake_cluster) as ex:
+        result = ex.run(Flow(name="pairs", steps=steps), {"text": "x"}, timeout=30)
+    assert result.succeeded, result.error
+    names = {f"step {p}{i}" for p in "ld" for i in range(n)}
+    got = wait_for_spans(spans, names)
+    assert names <= set(got)
+    shared = {got[f"step l{i}"].context.span_id for i in range(n)}
+    assert len(shared) == n
+    for i in range(n):
+        parent = got[f"step d{i}"].parent
+        assert parent is not None
+        assert parent.span_id == got[f"step l{i}"].context.span_id, i

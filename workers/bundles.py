@@ -16,6 +16,7 @@ round trip); the dependents its completion keeps in place (see
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from typing import TYPE_CHECKING
 
@@ -46,8 +47,8 @@ def run_bundle(
     for sid in step_ids:
         if sid not in simple:
             rt._continue(ctx, sid, keep, attempt, inplace)
-    for sid in kept:
-        rt._continue(ctx, sid, keep)
+    for sid, scope in kept:  # in the scope of the step that kept it
+        scope.run(rt._continue, ctx, sid, keep)
 
 
 def _simple(rt: StepRuntime, ctx: RunContext, step_id: str) -> bool:
@@ -66,12 +67,17 @@ class _Drive:
     ) -> None:
         self.rt, self.ctx, self.keep, self.loop = rt, ctx, keep, loop
         self.tasks = 0  # steps running
-        self.ending: list[Completing] = []  # steps to record in the next flush
-        self.later: list[str] = []  # kept steps that need the usual path
+        # Steps to record in the next flush: each with its scope (its span and log ids,
+        # to coordinate in) and what its task waits on meanwhile.
+        self.ending: list[tuple[Completing, contextvars.Context, asyncio.Future[None]]] = []
+        # Kept steps that need the usual path, with the scope of the step that kept each.
+        self.later: list[tuple[str, contextvars.Context]] = []
         self.errors: list[BaseException] = []
         self.idle: asyncio.Future[None] = loop.create_future()
 
-    async def run(self, step_ids: list[str], attempt: int, inplace: bool) -> list[str]:
+    async def run(
+        self, step_ids: list[str], attempt: int, inplace: bool
+    ) -> list[tuple[str, contextvars.Context]]:
         """Returns the kept steps that need the usual path."""
         if step_ids:
             self.start(step_ids, attempt, inplace)
@@ -123,27 +129,37 @@ class _Drive:
         rt, ctx = self.rt, self.ctx
         step = ctx.dag.steps[step_id]
         tool = rt.registry.get(step.tool)
+        # The span stays open until the step is recorded and coordinated (in its scope).
         with step_scope(ctx.run_id, step_id, claim.attempt, rt.worker, step.tool):
             records = rt.attempts.begin(step, claim)
             outcome = await rt.attempts.run_async(ctx, step, tool, claim, records)
             item = rt._outcome(ctx, step, tool, claim, records, outcome, self.keep, True)
             if item is not None:  # else retried: sent again
-                self.record(item)
+                await self.record(item)
 
-    def record(self, item: Completing) -> None:
+    def record(self, item: Completing) -> asyncio.Future[None]:
         """Record a step's end with the others that end in this turn of the loop."""
         if not self.ending:
             self.loop.call_soon(self.flush)
-        self.ending.append(item)
+        recorded = self.loop.create_future()
+        self.ending.append((item, contextvars.copy_context(), recorded))
+        return recorded
 
     def flush(self) -> None:
         batch, self.ending = self.ending, []
+        rt, ctx = self.rt, self.ctx
         try:
-            rt, ctx = self.rt, self.ctx
-            for kept in rt._complete(ctx, batch, self.keep):
-                self.later += [k for k in kept if not _simple(rt, ctx, k)]
+            scopes = [scope for _, scope, _ in batch]
+            for kept, scope in zip(
+                rt._complete(ctx, [item for item, _, _ in batch], self.keep, scopes),
+                scopes,
+                strict=True,
+            ):
+                self.later += [(k, scope) for k in kept if not _simple(rt, ctx, k)]
                 if simple := [k for k in kept if _simple(rt, ctx, k)]:
-                    self.start(simple, 1, True)
+                    scope.run(self.start, simple, 1, True)  # their spans: children of its
         except Exception as exc:
             self.errors.append(exc)
+        for _, _, recorded in batch:
+            recorded.set_result(None)
         self._check_idle()

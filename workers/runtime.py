@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import socket
@@ -28,6 +29,8 @@ from workers.sweeper import Sweeper
 from workers.tracing import step_scope
 
 log = logging.getLogger("dagrelay.worker")
+# Dependents a step keeps, and the scope (span, log ids) it coordinated them in.
+Kept = tuple[list[str], contextvars.Context | None]
 # A terminal status to record: what, the output as data, dependents to claim ahead.
 Completing = tuple[Terminal, Any, tuple[NextClaim, ...]]
 # Dependents of at most this many dependencies are claimed ahead (see `_next_claims`).
@@ -146,7 +149,7 @@ class StepRuntime:
         attempt: int,
         inplace: bool,
         keep: Keep | None,
-    ) -> list[str]:
+    ) -> Kept:
         """Claim and run one attempt; returns the dependents to continue with."""
         step = ctx.dag.steps[step_id]
         tool = self.registry.get(step.tool) if step.tool in self.registry else None
@@ -161,7 +164,7 @@ class StepRuntime:
         claim = self._preclaimed().pop(step_id, None)  # taken with its dependency's end
         if claim is not None:
             with step_scope(ctx.run_id, step_id, claim.attempt, self.worker, step.tool):
-                return self._execute(ctx, step, tool, claim, keep)
+                return self._execute(ctx, step, tool, claim, keep), contextvars.copy_context()
         if detach:
             assert self.detached is not None
             self.detached.slots.acquire()  # back-pressure: this thread waits for a slot
@@ -185,7 +188,7 @@ class StepRuntime:
             # Every slot of the tool is taken cluster-wide: the step stays queued (its
             # queue_wait grows) and this message comes back shortly.
             self.send_step(ctx, step_id, attempt, SLOT_RETRY_MS)
-            return []
+            return [], None
         if claim.kind != "ok":
             log.debug(
                 "run %s step %s attempt %s: %s (%s)",
@@ -195,13 +198,15 @@ class StepRuntime:
                 claim.kind,
                 claim.detail,
             )
-            return []
+            return [], None
         if detach:
             assert self.detached is not None and tool is not None
             self.detached.submit(self._detached_step(ctx, step, tool, claim, keep))
-            return []
+            return [], None
+        # Its span and log ids, current while it runs and coordinates (the messages it
+        # sends carry them), and under which what it keeps runs next.
         with step_scope(ctx.run_id, step_id, claim.attempt, self.worker, step.tool):
-            return self._execute(ctx, step, tool, claim, keep)  # its span, its log ids
+            return self._execute(ctx, step, tool, claim, keep), contextvars.copy_context()
 
     async def _detached_step(
         self,
@@ -216,18 +221,20 @@ class StepRuntime:
         loop = asyncio.get_running_loop()
         kept: list[str] = []
         try:
-            records = self.attempts.begin(step, claim)
-            outcome = await self.attempts.run_async(ctx, step, tool, claim, records)
+            with step_scope(ctx.run_id, step.id, claim.attempt, self.worker, step.tool):
+                records = self.attempts.begin(step, claim)
+                outcome = await self.attempts.run_async(ctx, step, tool, claim, records)
 
-            def record_it() -> list[str]:  # Redis is sync: in the pool, off the loop
-                item = self._outcome(ctx, step, tool, claim, records, outcome, keep, False)
-                return self._record(ctx, item, keep)
+                def record_it() -> list[str]:  # Redis is sync: in the pool, off the loop
+                    item = self._outcome(ctx, step, tool, claim, records, outcome, keep, False)
+                    return self._record(ctx, item, keep)
 
-            kept = await loop.run_in_executor(self.detached.pool, record_it)
+                scope = contextvars.copy_context()
+                kept = await loop.run_in_executor(self.detached.pool, scope.run, record_it)
         finally:
             self.detached.slots.release()
         if kept:  # continue in place, in the pool (it may detach again)
-            self.detached.pool.submit(self._carry_on, ctx, kept, keep)
+            self.detached.pool.submit(self._carry_on, ctx, kept, scope, keep)
 
     def _continue(
         self,
@@ -239,13 +246,18 @@ class StepRuntime:
     ) -> None:
         """Run a step, then what it unlocks and keeps: one after another on this thread,
         several at once as a bundle."""
-        self._carry_on(ctx, self._run_one(ctx, step_id, attempt, inplace, keep), keep)
+        kept, scope = self._run_one(ctx, step_id, attempt, inplace, keep)
+        self._carry_on(ctx, kept, scope, keep)
 
-    def _carry_on(self, ctx: RunContext, kept: list[str], keep: Keep | None) -> None:
-        while len(kept) == 1:
-            kept = self._run_one(ctx, kept[0], 1, True, keep)
-        if kept:
-            run_bundle(self, ctx, kept, 1, True, keep)
+    def _carry_on(
+        self, ctx: RunContext, kept: list[str], scope: contextvars.Context | None, keep: Keep | None
+    ) -> None:
+        """Run what a step kept in its scope: their spans are children of its span, as
+        they are when its messages carry it."""
+        while len(kept) == 1 and scope is not None:
+            kept, scope = scope.run(self._run_one, ctx, kept[0], 1, True, keep)
+        if kept and scope is not None:
+            scope.run(run_bundle, self, ctx, kept, 1, True, keep)
 
     def _preclaimed(self) -> dict[str, Claim]:
         """Steps this thread claimed ahead (see `NextClaim`) and runs next."""
@@ -330,13 +342,18 @@ class StepRuntime:
         return [] if item is None else self._complete(ctx, [item], keep)[0]
 
     def _complete(
-        self, ctx: RunContext, items: list[Completing], keep: Keep | None
+        self,
+        ctx: RunContext,
+        items: list[Completing],
+        keep: Keep | None,
+        scopes: list[contextvars.Context] | None = None,
     ) -> list[list[str]]:
-        """Record terminal statuses in one round trip, and coordinate each."""
+        """Record terminal statuses in one round trip, and coordinate each (in its scope:
+        see `Coordinator.completed_many`)."""
         # Hints of steps coordinated before (terminal: never claimed again) go with it.
         drops, recorded = self._take_drops(), list[str]()
         kept = self.coordinator.completed_many(
-            ctx, items, keep, self._preclaimed(), drops, recorded
+            ctx, items, keep, self._preclaimed(), drops, recorded, scopes
         )
         # Their dependents are decided: their lease hints can go, with this thread's next
         # claim or completion (no extra round trip). Should this process die first, the
