@@ -207,12 +207,8 @@ def failures(result: ExecutionResult) -> list[Failure]:
     return final + retried
 
 
-def error_panel(rec: StepRecord, number: int | None, error: StepError) -> Panel:
-    """A failed step as people need it: where (tool, attempt, worker), the exception's
-    type and message, and the end of the traceback from the worker."""
-    title = Text("✗ ", style="bold red")
-    title.append(rec.step_id, style="bold")
-    title.append(" failed", style="bold red")
+def failure_place(rec: StepRecord, number: int | None) -> list[str]:
+    """Where an attempt failed: its tool, attempt number (of how many) and worker."""
     where = [f"tool {rec.tool}"]
     if number is not None:
         total = len(rec.attempts)
@@ -220,7 +216,16 @@ def error_panel(rec: StepRecord, number: int | None, error: StepError) -> Panel:
     worker = next((a.worker for a in rec.attempts if a.number == number), None) or rec.worker
     if worker:
         where.append(f"worker {worker}")
-    title.append(" · " + " · ".join(where), style="dim")
+    return where
+
+
+def error_panel(rec: StepRecord, number: int | None, error: StepError) -> Panel:
+    """A failed step as people need it: where (tool, attempt, worker), the exception's
+    type and message, and the end of the traceback from the worker."""
+    title = Text("✗ ", style="bold red")
+    title.append(rec.step_id, style="bold")
+    title.append(" failed", style="bold red")
+    title.append(" · " + " · ".join(failure_place(rec, number)), style="dim")
     body = Text()
     body.append(error.type, style="bold red")
     message = error.message

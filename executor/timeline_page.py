@@ -10,7 +10,7 @@ ids, tools, workers, errors) is escaped.
 from __future__ import annotations
 
 from executor.diagram import format_seconds
-from executor.report import failures
+from executor.report import failure_place, failures
 from executor.result import TERMINAL_RUN, ExecutionResult
 from executor.timeline_model import (
     COLORS,
@@ -249,13 +249,7 @@ def _errors(result: ExecutionResult) -> str:
         return ""
     out = ["<section><h2>Errors</h2>"]
     for rec, number, error, final in errors[:200]:
-        where = [f"tool {rec.tool}"]
-        if number is not None:
-            total = len(rec.attempts)
-            where.append(f"attempt {number} of {total}" if total > 1 else f"attempt {number}")
-        worker = next((a.worker for a in rec.attempts if a.number == number), None) or rec.worker
-        if worker:
-            where.append(f"worker {worker}")
+        where = failure_place(rec, number)
         label = "failed" if final else "attempt failed, retried"
         out.append(
             f'<article class="err{"" if final else " retried"}">'
