@@ -98,7 +98,7 @@ def distributed_rows(quick: bool) -> list[Row]:
             hop,
             "ms",
             f"raw Dramatiq {raw['hop_ms']:.2f} ms = {raw['hop_ms'] / ping:.0f}× PING; "
-            f"dagrelay {hop / ping:.0f}× PING",
+            f"dagrelay {hop / ping:.1f}× PING",
             "≤ 4× PING",
         ),
         (
