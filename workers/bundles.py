@@ -161,5 +161,6 @@ class _Drive:
         except Exception as exc:
             self.errors.append(exc)
         for _, _, recorded in batch:
-            recorded.set_result(None)
+            if not recorded.done():  # a step its run's stop cancelled meanwhile
+                recorded.set_result(None)
         self._check_idle()
