@@ -8,6 +8,7 @@ run on every backend in the conformance suite (test_graph.py, the wide fan-outs)
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -274,3 +275,31 @@ def test_a_completion_refused_after_a_takeover_leaves_the_new_holders_lease_hint
     assert store.all_statuses(run_id)["a"] == "running"  # the old attempt wrote nothing
     assert f"{run_id}|a" not in fake.runtime._take_drops()
     assert store.client.zscore(store.leases_key, f"{run_id}|a") is not None
+
+
+def test_a_step_stopped_while_its_group_commit_waits_leaves_the_commit_whole(fake) -> None:
+    """A run's stop cancels a step task that waits for its group commit: the commit still
+    records every step and wakes the others (a done future must not break it)."""
+    from executor.backends.claims import Terminal
+    from executor.coordinator import now_iso
+    from workers.bundles import _Drive
+
+    flow = Flow(name="two", steps=[Step(id="a", tool="echo"), Step(id="b", tool="echo")])
+    handle = fake.executor.submit(flow)
+    run_id, store = handle.run_id, fake.store
+    for sid in ("a", "b"):
+        assert store.claim(run_id, sid, 1, "t", 60_000, now_iso(), "w", ()).kind == "ok"
+    ctx = fake.runtime.coordinator.context(run_id)
+    loop = asyncio.new_event_loop()
+    try:
+        drive = _Drive(fake.runtime, ctx, None, loop)
+        ended = [
+            (Terminal(s, "succeeded", "1", {}, now_iso(), "w", 1, "", ""), 1, ()) for s in "ab"
+        ]
+        first, second = drive.record(ended[0]), drive.record(ended[1])
+        first.cancel()  # what cancelling the task that awaits it does to it
+        loop.run_until_complete(asyncio.sleep(0))  # one turn: the flush
+    finally:
+        loop.close()
+    assert second.done() and drive.idle.done() and not drive.errors
+    assert {s: store.all_statuses(run_id)[s] for s in "ab"} == {"a": "succeeded", "b": "succeeded"}
