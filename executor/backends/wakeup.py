@@ -57,11 +57,18 @@ class WakingRedisBroker(RedisBroker):
         """Wake this broker's idle consumers now and keep them from blocking again: the
         worker is shutting down and would otherwise wait out their idle timeout."""
         self.stopping.set()
-        if consumers > 0:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.lpush(self.stop_key, *([1] * consumers))
-            pipe.expire(self.stop_key, 10)
-            pipe.execute()
+        if consumers <= 0:
+            return
+        commands = [("LPUSH", self.stop_key, *([1] * consumers)), ("EXPIRE", self.stop_key, 10)]
+        try:
+            if self._trips.direct is not None:  # one try: no outage retry while stopping
+                self._trips.direct.execute(commands)
+            else:
+                self._trips.run(commands)
+        except redis.RedisError as e:
+            logger.warning(
+                "could not wake consumers to stop, they stop within their idle timeout: %s", e
+            )
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
