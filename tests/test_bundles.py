@@ -18,6 +18,7 @@ from executor import Flow, Step
 from executor.coordinator import Coordinator
 from executor.messages import BUNDLE_MAX, StepMessage
 from executor.run_context import RunContext
+from tests.conformance.support import wide_fan
 from tests.test_distributed import events_of, read_count, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -32,19 +33,7 @@ class Capture:
 
 
 def fan(n: int, tool: str = "counted", **inputs: object) -> Flow:
-    leaves = [
-        Step(id=f"w{i}", tool=tool, inputs={**inputs, "value": i}, depends_on=["root"])
-        for i in range(n)
-    ]
-    return Flow(
-        name="fan",
-        steps=[
-            Step(id="root", tool="echo", inputs={"value": 0}),
-            *leaves,
-            Step(id="join", tool="total", inputs={"values": [f"$steps.w{i}" for i in range(n)]}),
-        ],
-        output="$steps.join",
-    )
+    return wide_fan(n, Step(id="w", tool=tool, inputs=dict(inputs)))
 
 
 def counted_fan(n: int, tmp_path, seconds: float = 0.0) -> Flow:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from executor import ExecutionResult, StepRecord
+from executor import ExecutionResult, Flow, Step, StepRecord
 
 from .tools import read_lines
 
@@ -45,3 +45,20 @@ def intervals(records: list[StepRecord]) -> list[tuple[datetime, datetime]]:
             assert a.finished_at is not None
             spans.append((a.started_at, a.finished_at))
     return sorted(spans)
+
+
+def wide_fan(n: int, leaf: Step) -> Flow:
+    """root -> n leaves (`leaf` with id w{i}, its `value` input set to i) -> join."""
+    leaves = [
+        leaf.model_copy(update={"id": f"w{i}", "inputs": {**leaf.inputs, "value": i}})
+        for i in range(n)
+    ]
+    return Flow(
+        name="wide-fan",
+        steps=[
+            Step(id="root", tool="echo", inputs={"value": 0}),
+            *[s.model_copy(update={"depends_on": ["root"]}) for s in leaves],
+            Step(id="join", tool="total", inputs={"values": [f"$steps.w{i}" for i in range(n)]}),
+        ],
+        output="$steps.join",
+    )

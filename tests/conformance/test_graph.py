@@ -8,7 +8,7 @@ import pytest
 
 from executor import Flow, Step
 
-from .support import gap, intervals
+from .support import gap, intervals, wide_fan
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -163,23 +163,6 @@ def test_long_chain(backend):
     r = backend.run(Flow(name="chain", steps=steps, output=f"$steps.s{n - 1}"))
     assert r.status == "succeeded"
     assert r.output == n
-
-
-def wide_fan(n: int, leaf: Step) -> Flow:
-    """root -> n leaves (`leaf` with id w{i}, its `value` input set to i) -> join."""
-    leaves = [
-        leaf.model_copy(update={"id": f"w{i}", "inputs": {**leaf.inputs, "value": i}})
-        for i in range(n)
-    ]
-    return Flow(
-        name="wide-fan",
-        steps=[
-            Step(id="root", tool="echo", inputs={"value": 0}),
-            *[s.model_copy(update={"depends_on": ["root"]}) for s in leaves],
-            Step(id="join", tool="total", inputs={"values": [f"$steps.w{i}" for i in range(n)]}),
-        ],
-        output="$steps.join",
-    )
 
 
 def test_a_wide_fan_out_runs_every_leaf_once_with_its_own_record(backend):
