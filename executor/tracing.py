@@ -267,6 +267,20 @@ def record_attempts(run: RunSpan, result: ExecutionResult) -> None:
             _record(tracer, parent, result.run_id, rec.step_id, child, i)
 
 
+def record_items(run_id: str, step_id: str, rec: StepRecord) -> None:
+    """Child spans of the current (attempt) span for a map step's item attempts, from the
+    times they recorded: a worker runs the items inside its step's span."""
+    tracer = _tracer() if AVAILABLE and rec.items else None
+    if tracer is None:
+        return
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    parent = trace.set_span_in_context(span)
+    for i, child in enumerate(rec.items or ()):
+        _record(tracer, parent, run_id, step_id, child, i)
+
+
 def _record(
     tracer: Any, parent: Any, run_id: str, step_id: str, rec: StepRecord, item: int | None
 ) -> None:
@@ -347,6 +361,7 @@ __all__ = [
     "inject",
     "record_attempts",
     "record_error",
+    "record_items",
     "start_run",
     "traced",
 ]

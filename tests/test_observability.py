@@ -402,3 +402,27 @@ def test_steps_recorded_together_each_coordinate_in_their_own_span(
         parent = got[f"step d{i}"].parent
         assert parent is not None
         assert parent.span_id == got[f"step l{i}"].context.span_id, i
+
+
+def test_map_items_on_a_worker_are_spans_of_their_step(
+    fake_cluster: dict[str, Any], spans: InMemorySpanExporter
+) -> None:
+    """Like the embedded backend's, a worker's map items are spans (`step id[i]`), here
+    children of their step's attempt span, timed by their records."""
+    flow = Flow(
+        name="mapped",
+        steps=[Step(id="m", tool="say", map="$input.words", inputs={"text": "$item"})],
+        output="$steps.m",
+    )
+    with distributed(fake_cluster) as ex:
+        result = ex.run(flow, {"words": ["a", "b", "c"]}, timeout=20)
+    assert result.succeeded and result.output == ["a", "b", "c"], result.error
+    names = {"step m", "step m[0]", "step m[1]", "step m[2]"}
+    got = wait_for_spans(spans, names)
+    assert names <= set(got)
+    step = got["step m"]
+    for i, item in enumerate(result.steps["m"].items or []):
+        span = got[f"step m[{i}]"]
+        assert span.parent is not None and span.parent.span_id == step.context.span_id
+        assert span.attributes["dagrelay.item"] == i
+        assert span.start_time == int(item.attempts[0].started_at.timestamp() * 1e9)

@@ -27,7 +27,7 @@ from executor.result import StepError
 from executor.retry import NO_RETRY
 from executor.run_context import RunContext
 from executor.tools import Tool, ToolRegistry, check_output_size
-from executor.tracing import record_error
+from executor.tracing import record_error, record_items
 from workers.monitor import Monitor
 from workers.settings import Settings
 
@@ -217,6 +217,7 @@ class Attempts:
         finally:
             rec = progress.to_record()
             record["items"] = [c.model_dump(mode="json") for c in rec.items or []]
+            record_items(ctx.run_id, step.id, rec)
         return status, output, rec.error
 
 
