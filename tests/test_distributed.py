@@ -799,4 +799,4 @@ def test_an_idle_worker_stops_at_once(cluster) -> None:
         worker.stop()
     began, ended = worker.log_times("Shutting down..."), worker.log_times("has been shut down")
     assert len(began) == len(ended) == 1, worker.log()
-    assert ended[0] - began[0] < 0.6, worker.log()
+    assert ended[0] - began[0] < 0.8, worker.log()  # was about 1 s
