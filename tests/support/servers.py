@@ -5,6 +5,7 @@ Tests never use a server someone left running: each fixture starts its own and s
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -103,6 +104,11 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# Worker logs outlive their worker (tests read them after stopping it), not the tests.
+_LOGS: list[Path] = []
+atexit.register(lambda: [p.unlink(missing_ok=True) for p in _LOGS])
+
+
 class WorkerProcess:
     """`dagrelay worker` in a subprocess, as a user would start it."""
 
@@ -117,6 +123,7 @@ class WorkerProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix="dagrelay-worker-", suffix=".log")[1])
+        _LOGS.append(self.log_path)
         args = [
             sys.executable,
             "-m",
