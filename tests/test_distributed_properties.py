@@ -37,17 +37,9 @@ class Executors:
         import dramatiq
         import fakeredis
 
-        from workers.broker import setup
-        from workers.settings import Settings
+        from tests.support.fakes import fake_worker
 
-        server = fakeredis.FakeServer()
-        self.broker, self.runtime = setup(
-            Settings(),
-            registry=registry,
-            client=fakeredis.FakeRedis(server=server, decode_responses=True),
-            broker_client=fakeredis.FakeRedis(server=server),
-            set_global=False,
-        )
+        server, self.broker, self.runtime = fake_worker(registry)
         self.worker = dramatiq.Worker(self.broker, worker_threads=8, worker_timeout=50)
         self.worker.start()
         self.redis = FlowExecutor(

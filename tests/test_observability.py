@@ -101,17 +101,9 @@ def fake_cluster() -> Iterator[dict[str, Any]]:
     """A Dramatiq worker in this process on fakeredis, serving `registry`."""
     dramatiq = pytest.importorskip("dramatiq")
     fakeredis = pytest.importorskip("fakeredis")
-    from workers.broker import setup
-    from workers.settings import Settings
+    from tests.support.fakes import fake_worker
 
-    server = fakeredis.FakeServer()
-    broker, _runtime = setup(
-        Settings(),
-        registry=registry,
-        client=fakeredis.FakeRedis(server=server, decode_responses=True),
-        broker_client=fakeredis.FakeRedis(server=server),
-        set_global=False,
-    )
+    server, broker, _runtime = fake_worker(registry)
     worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=50)
     worker.start()
     try:

@@ -218,19 +218,9 @@ def _is_yaml(node: ast.expr) -> bool:
 
 
 def test_worker_messages_are_json_not_pickle():
-    import fakeredis
+    from tests.support.fakes import fake_worker
 
-    from workers.broker import setup
-    from workers.settings import Settings
-
-    server = fakeredis.FakeServer()
-    broker, runtime = setup(
-        Settings(),
-        registry=fault_tools.registry,
-        client=fakeredis.FakeRedis(server=server, decode_responses=True),
-        broker_client=fakeredis.FakeRedis(server=server),
-        set_global=False,
-    )
+    _server, broker, runtime = fake_worker(fault_tools.registry)
     try:
         assert isinstance(dramatiq.get_encoder(), dramatiq.JSONEncoder)
         message = dramatiq.Message(

@@ -104,18 +104,10 @@ class RedisFakeFactory(BackendFactory):
         import dramatiq
         import fakeredis
 
-        from workers.broker import setup
-        from workers.settings import Settings
+        from tests.support.fakes import fake_worker
 
         self._fakeredis = fakeredis
-        self.server = fakeredis.FakeServer()
-        self.broker, self.runtime = setup(
-            Settings(),
-            registry=tools.registry,
-            client=fakeredis.FakeRedis(server=self.server, decode_responses=True),
-            broker_client=fakeredis.FakeRedis(server=self.server),
-            set_global=False,
-        )
+        self.server, self.broker, self.runtime = fake_worker(tools.registry)
         self.worker = dramatiq.Worker(self.broker, worker_threads=16, worker_timeout=100)
         self.worker.start()
 

@@ -15,6 +15,25 @@ from executor import FlowExecutor
 from tests import dist_tools
 
 
+def fake_worker(registry: Any) -> tuple[Any, Any, Any]:
+    """A fakeredis server and a worker's broker and runtime on it, serving `registry`:
+    `(server, broker, runtime)`; no Dramatiq worker consumes yet."""
+    import fakeredis
+
+    from workers.broker import setup
+    from workers.settings import Settings
+
+    server = fakeredis.FakeServer()
+    broker, runtime = setup(
+        Settings(),
+        registry=registry,
+        client=fakeredis.FakeRedis(server=server, decode_responses=True),
+        broker_client=fakeredis.FakeRedis(server=server),
+        set_global=False,
+    )
+    return server, broker, runtime
+
+
 class FakeCluster:
     """A fakeredis server, a broker with the `run_step` actor, and a client executor.
 
@@ -25,17 +44,7 @@ class FakeCluster:
     def __init__(self) -> None:
         import fakeredis
 
-        from workers.broker import setup
-        from workers.settings import Settings
-
-        self.server = fakeredis.FakeServer()
-        self.broker, self.runtime = setup(
-            Settings(),
-            registry=dist_tools.registry,
-            client=fakeredis.FakeRedis(server=self.server, decode_responses=True),
-            broker_client=fakeredis.FakeRedis(server=self.server),
-            set_global=False,
-        )
+        self.server, self.broker, self.runtime = fake_worker(dist_tools.registry)
         self.store = self.runtime.store
         self.executor = FlowExecutor(
             registry=dist_tools.registry,
