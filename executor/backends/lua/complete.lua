@@ -32,7 +32,7 @@ local function complete()
   redis.call('XADD', KEYS[8], '*', 'step', step, 'status', ARGV[2], 'attempt', ARGV[7],
     'worker', ARGV[6], 'at', ARGV[5], 'error', ARGV[9])
   local unfinished = redis.call('HINCRBY', KEYS[1], 'unfinished', -1)
-  local stop = redis.call('HGET', KEYS[1], 'stop') or ''
+  local stop = run_stop()
   local ready = {}
   if stop == '' then
     local failed = ARGV[2] ~= 'succeeded'

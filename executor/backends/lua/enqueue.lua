@@ -9,13 +9,14 @@ if stop and stop ~= '' then return {} end
 local moved = {}
 for i = 2, #ARGV do
   local step = ARGV[i]
-  if redis.call('HGET', KEYS[2], step) == 'pending' then
+  local st = redis.call('HGET', KEYS[2], step)
+  if st == 'pending' then
     redis.call('HSET', KEYS[2], step, 'queued')
     redis.call('HSET', KEYS[9], step .. ':q', ARGV[1])
     redis.call('HSET', KEYS[7], step .. ':next', 1)
     redis.call('XADD', KEYS[8], '*', 'step', step, 'status', 'queued', 'at', ARGV[1])
     moved[#moved + 1] = step
-  elseif redis.call('HGET', KEYS[2], step) == 'queued' and
+  elseif st == 'queued' and
       redis.call('HGET', KEYS[7], step .. ':next') == '1' then
     moved[#moved + 1] = step
   end

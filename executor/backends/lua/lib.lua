@@ -8,6 +8,14 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The run's stop reason ('' while it runs), read once per script: a script that claims
+-- several steps, or completes one and claims the next, asks it more than once.
+local stop_reason
+local function run_stop()
+  if stop_reason == nil then stop_reason = redis.call('HGET', KEYS[1], 'stop') or '' end
+  return stop_reason
+end
+
 -- Close an attempt record whose worker stopped renewing its lease, if still open.
 local function mark_lost(att_key, field, at)
   local raw = redis.call('HGET', att_key, field)
@@ -36,8 +44,8 @@ local function claim_step(c, first, last)
     if tonumber(r[1] or '1') ~= 0 or r[2] then return {'unready', ''} end
   end
   if st ~= 'pending' and st ~= 'queued' and st ~= 'running' then return {'done', st} end
-  local stop = redis.call('HGET', KEYS[1], 'stop')
-  if stop and stop ~= '' then return {'stopped', stop} end
+  local stop = run_stop()
+  if stop ~= '' then return {'stopped', stop} end
   local now = now_ms()
   local wanted = tonumber(c.attempt)
   local attempt
