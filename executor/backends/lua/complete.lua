@@ -11,6 +11,8 @@
 -- dependent comes as `id|x` when some of its dependencies did not succeed (counted in
 -- the `remaining` hash as `id|x`), else as its id: the coordinator then knows every
 -- dependency succeeded without reading their statuses.
+local clean = {}  -- dependents this completion made ready, all their dependencies succeeded
+
 local function complete()
   local step = ARGV[1]
   local st = redis.call('HGET', KEYS[2], step)
@@ -41,7 +43,11 @@ local function complete()
       if failed then redis.call('HINCRBY', KEYS[3], dep .. '|x', 1) end
       if redis.call('HINCRBY', KEYS[3], dep, -1) == 0 and
           redis.call('HGET', KEYS[2], dep) == 'pending' then
-        if redis.call('HEXISTS', KEYS[3], dep .. '|x') == 1 then dep = dep .. '|x' end
+        if redis.call('HEXISTS', KEYS[3], dep .. '|x') == 1 then
+          dep = dep .. '|x'
+        else
+          clean[dep] = true
+        end
         ready[#ready + 1] = dep
       end
     end
@@ -56,7 +62,7 @@ while i <= #ARGV do
   local n = tonumber(ARGV[i + 5])
   claims[#claims + 1] = claim_step({step = ARGV[i], attempt = '1', token = ARGV[i + 1],
     lease_ms = ARGV[i + 2], started_at = ARGV[i + 3], worker = ARGV[i + 4], limit = '0',
-    mode = '1+'}, i + 6, i + 5 + n)
+    mode = '1+', ready = clean[ARGV[i]]}, i + 6, i + 5 + n)
   i = i + 6 + n
 end
 reply[5] = claims

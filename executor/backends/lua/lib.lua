@@ -31,15 +31,17 @@ end
 
 -- Claim a step for one attempt, and load what the worker needs (see claim.lua).
 -- c: step, attempt (wanted), token, lease_ms, started_at, worker, limit (0: no tool
--- semaphore, else KEYS[11] is its key), mode; ARGV[first..last]: the steps whose outputs
--- to return.
+-- semaphore, else KEYS[11] is its key), mode, and `ready` when the caller has just made
+-- this pending step ready with every dependency succeeded (its state is not read again);
+-- ARGV[first..last]: the steps whose outputs to return.
 local function claim_step(c, first, last)
   local step = c.step
-  local st = redis.call('HGET', KEYS[2], step)
+  local st = 'pending'
+  if not c.ready then st = redis.call('HGET', KEYS[2], step) end
   if not st then return {'missing', ''} end
   local inplace = string.sub(c.mode, 1, 1) == '1'
   if st == 'pending' and not inplace then return {'stale', st} end
-  if c.mode == '1+' then
+  if c.mode == '1+' and not c.ready then
     local r = redis.call('HMGET', KEYS[3], step, step .. '|x')
     if tonumber(r[1] or '1') ~= 0 or r[2] then return {'unready', ''} end
   end
