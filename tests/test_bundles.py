@@ -233,13 +233,16 @@ def test_steps_of_a_bundle_that_end_together_are_recorded_in_one_round_trip(
     real = fake.store._batch
     monkeypatch.setattr(fake.store, "_batch", lambda cmds: batches.append(cmds) or real(cmds))
     fake.runtime.run_step(handle.run_id, leaves, 1)
-    completes = [
-        b
+    # One complete script per round trip, each recording several steps (its first
+    # argument after the keys says how many).
+    per_trip = [
+        [c for c in b if c[0] == "EVALSHA" and c[1] == fake.store._shas["complete"]]
         for b in batches
-        if any(c[0] == "EVALSHA" and c[1] == fake.store._shas["complete"] for c in b)
     ]
-    scripts = sum(1 for b in completes for c in b if c[1] == fake.store._shas["complete"])
-    assert scripts >= n  # every leaf recorded (and the join, run in place, too)
+    completes = [scripts for scripts in per_trip if scripts]
+    assert all(len(scripts) == 1 for scripts in completes)
+    recorded = sum(int(c[3 + c[2]]) for scripts in completes for c in scripts)
+    assert recorded >= n  # every leaf recorded (and the join, run in place, too)
     assert len(completes) <= 4, f"{len(completes)} round trips to record {n} leaves"
     fake.start_worker()
     result = handle.wait(timeout=20)

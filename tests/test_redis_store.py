@@ -132,6 +132,39 @@ def test_claim_of_a_queued_step_starts_attempt_one_and_returns_needed_outputs(st
     assert att["worker"] == "w2" and att["number"] == 1
 
 
+def test_queueing_a_wide_fan_out_moves_each_pending_step_once_with_its_event(store):
+    # Read and written a chunk at a time: the chunks must not lose or repeat a step.
+    n = 2500
+    steps = [f"s{i}" for i in range(n)]
+    run_id = new_run(store, {s: [] for s in steps})
+    store.mark_queued(run_id, steps[:10], now())  # queued before: sent again, not moved
+    assert claim(store, run_id, "s0").kind == "ok"  # running: neither
+    events = store.client.xlen(key(store, run_id, "events"))
+    at = now()
+    sent = store.mark_queued(run_id, steps, at)
+    assert sorted(sent) == sorted(steps[1:])
+    statuses = store.all_statuses(run_id)
+    assert statuses["s0"] == "running"
+    assert all(statuses[s] == "queued" for s in steps[1:])
+    assert store.client.xlen(key(store, run_id, "events")) == events + n - 10
+    times = store.client.hgetall(key(store, run_id, "times"))
+    assert all(times[f"{s}:q"] == at for s in steps[10:])
+
+
+def test_a_claim_returns_every_output_it_needs_in_order_however_many(store):
+    # Outputs are read in chunks: Lua's unpack() cannot spread ~8,000 arguments at once.
+    n = 9000
+    outputs = {f"a{i}": (i if i % 7 else None) for i in range(n)}
+    run_id = new_run(store, {**{s: [] for s in outputs}, "b": []})
+    store.client.hset(
+        key(store, run_id, "out"), mapping={s: json.dumps(v) for s, v in outputs.items()}
+    )
+    store.mark_queued(run_id, ["b"], now())
+    c = claim(store, run_id, "b", needs=(*outputs, "missing"))
+    assert c.kind == "ok"
+    assert c.outputs == outputs
+
+
 def test_a_duplicate_claim_while_the_lease_lives_is_busy(store):
     run_id = new_run(store, {"a": []})
     store.mark_queued(run_id, ["a"], now())

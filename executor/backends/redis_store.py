@@ -243,9 +243,9 @@ class RedisStore:
         """
         limit = semaphore[1] if semaphore else 0
         extra = (self.semaphore_key(semaphore[0]),) if semaphore else ()
-        args = [step, attempt, token, lease_ms, started_at, worker, limit, int(inplace), *needs]
-        commands = [self._script("claim", [*self.keys(run_id), *extra], args)]
-        return self._claims(run_id, [step], [needs], commands, lease_ms, drop_hints)[0]
+        args = [lease_ms, started_at, worker, limit, int(inplace), step, attempt, token]
+        command = self._script("claim", [*self.keys(run_id), *extra], [*args, len(needs), *needs])
+        return self._claims(run_id, [step], [needs], command, lease_ms, drop_hints)[0]
 
     def claim_many(
         self,
@@ -259,35 +259,30 @@ class RedisStore:
     ) -> list[Claim]:
         """`claim` for several (step, attempt, token, needs) of a run (no tool slots), in
         one round trip; a claim each, in order."""
-        keys = self.keys(run_id)
-        commands = [
-            self._script(
-                "claim",
-                keys,
-                [step, attempt, token, lease_ms, started_at, worker, 0, int(inplace), *needs],
-            )
-            for step, attempt, token, needs in steps
-        ]
+        args: list[Any] = [lease_ms, started_at, worker, 0, int(inplace)]
+        for step, attempt, token, needs in steps:
+            args += [step, attempt, token, len(needs), *needs]
+        command = self._script("claim", self.keys(run_id), args)
         ids = [s[0] for s in steps]
-        return self._claims(run_id, ids, [s[3] for s in steps], commands, lease_ms, drop_hints)
+        return self._claims(run_id, ids, [s[3] for s in steps], command, lease_ms, drop_hints)
 
     def _claims(
         self,
         run_id: str,
         steps: list[str],
         needs: list[tuple[str, ...]],
-        commands: list[Command],
+        command: Command,
         lease_ms: int,
         drop_hints: list[str] | None,
     ) -> list[Claim]:
         # The hints are harmless when a claim is refused: the sweeper checks the claim.
         hint = time.time() + lease_ms / 1000
         hints = [x for step in steps for x in (hint, f"{run_id}|{step}")]
-        commands = [*commands, ("ZADD", self.leases_key, *hints)]
+        commands = [command, ("ZADD", self.leases_key, *hints)]
         if drop_hints:
             commands.append(("ZREM", self.leases_key, *drop_hints))
-        replies = self._batch(commands)
-        return [parse_claim(r, n) for r, n in zip(replies, needs, strict=False)]
+        replies = self._batch(commands)[0]
+        return [parse_claim(r, n) for r, n in zip(replies, needs, strict=True)]
 
     def complete(
         self,
@@ -321,24 +316,23 @@ class RedisStore:
         """`complete` for several steps of a run (each with its dependents and claims
         ahead), in one round trip; a completion each, in order. `drop_hints` as for
         `claim`: hints of steps whose completers finished coordinating."""
-        keys = self.keys(run_id)
-        commands: list[Command] = []
+        args: list[Any] = [len(items)]
         hints: list[Any] = []
         for t, dependents, then in items:
             attempt = "" if t.attempt is None else t.attempt
-            args: list[Any] = [t.step, t.status, t.output_json, json.dumps(t.record), t.at]
-            args += [t.worker, attempt, t.attempt_json, t.error, len(dependents), *dependents]
+            args += [t.step, t.status, t.output_json, json.dumps(t.record), t.at, t.worker]
+            args += [attempt, t.attempt_json, t.error, len(dependents), *dependents, len(then)]
             for n in then:  # claimed by the same script, after the completion
                 args += [n.step, n.token, n.lease_ms, n.started_at, n.worker, len(n.needs)]
                 args += n.needs
                 hints += [time.time() + n.lease_ms / 1000, f"{run_id}|{n.step}"]
-            commands.append(self._script("complete", keys, args))
+        commands: list[Command] = [self._script("complete", self.keys(run_id), args)]
         if hints:
             commands.append(("ZADD", self.leases_key, *hints))
         if drop_hints:
             commands.append(("ZREM", self.leases_key, *drop_hints))
         out = []
-        for (_, _, then), r in zip(items, self._batch(commands), strict=False):
+        for (_, _, then), r in zip(items, self._batch(commands)[0], strict=True):
             claimed = tuple(parse_claim(c, n.needs) for c, n in zip(r[4], then, strict=True))
             if r[0] != 1:
                 out.append(Completion(False, then=claimed))

@@ -102,8 +102,10 @@ local function claim_step(c, first, last)
   redis.call('XADD', KEYS[8], '*', 'step', step, 'status', 'running', 'attempt', attempt,
     'worker', c.worker, 'at', c.started_at)
   local reply = {'ok', attempt, queued_at, started_at, lost}
-  for i = first, last do
-    reply[#reply + 1] = redis.call('HGET', KEYS[4], ARGV[i]) or ''
+  -- In chunks: unpack() is bounded by Lua's C stack (a step may read many outputs).
+  for i = first, last, 1000 do
+    local outs = redis.call('HMGET', KEYS[4], unpack(ARGV, i, math.min(i + 999, last)))
+    for j = 1, #outs do reply[#reply + 1] = outs[j] or '' end
   end
   return reply
 end
