@@ -253,6 +253,42 @@ def test_fail_fast_finishes_when_the_last_running_step_also_fails(fake):
     assert result.error is not None and "quick" in result.error
 
 
+def test_every_script_of_a_run_stays_within_one_hash_slot(fake, monkeypatch, tmp_path):
+    """Redis Cluster runs a script only if all its keys share a hash slot: every script
+    on a run's path (claims, tool slots, retries, completions, stops) must."""
+    from redis.crc import key_slot
+
+    from executor.backends.direct import RoundTrips
+
+    names = {sha: name for name, sha in fake.store._shas.items()}
+    seen: dict[str, set[int]] = {}
+    real = RoundTrips.run
+
+    def run(self: RoundTrips, commands: list[tuple[Any, ...]]) -> list[Any]:
+        for c in commands:
+            if c[0] == "EVALSHA":
+                slots = {key_slot(str(k).encode()) for k in c[3 : 3 + int(c[2])]}
+                seen.setdefault(names.get(c[1], c[1]), set()).add(len(slots))
+        return real(self, commands)
+
+    monkeypatch.setattr(RoundTrips, "run", run)
+    fake.start_worker()
+    limited = [Step(id=f"x{i}", tool="exclusive", inputs={"value": i}) for i in range(3)]
+    retried = Step(
+        id="flaky",
+        tool="flaky",
+        inputs={"counter": str(tmp_path / "n"), "fail_times": 1, "value": 1},
+        retry=RetryPolicy(max_attempts=2, backoff=0.0),
+    )
+    join = Step(id="join", tool="echo", inputs={"value": "$steps.x0"}, depends_on=["flaky"])
+    ok = fake.executor.run(Flow(name="slots", steps=[*limited, retried, join]), timeout=20)
+    assert ok.status == "succeeded"
+    failing = Flow(name="stops", steps=[Step(id="bad", tool="fail"), *limited])
+    assert fake.executor.run(failing, timeout=20).status == "failed"
+    assert {"acquire_slot", "claim", "complete", "enqueue", "retry", "stop", "finish"} <= set(seen)
+    assert {name: n for name, n in seen.items() if n != {1}} == {}
+
+
 @pytest.mark.parametrize("with_join", [True, False])
 def test_fail_fast_never_records_upstream_failed_even_between_a_failure_and_its_stop(
     fake, tmp_path, with_join

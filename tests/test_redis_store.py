@@ -470,7 +470,8 @@ def test_semaphore_is_full_at_the_limit_and_a_released_slot_is_reusable(store):
     run_id = new_run(store, {"a": [], "b": [], "c": []})
     store.mark_queued(run_id, ["a", "b", "c"], now())
     sem = ("limited", 2)
-    assert claim(store, run_id, "a", semaphore=sem).kind == "ok"
+    a = claim(store, run_id, "a", semaphore=sem)
+    assert a.kind == "ok" and a.slot is not None
     assert claim(store, run_id, "b", semaphore=sem).kind == "ok"
     before = snapshot(store, run_id)
     assert claim(store, run_id, "c", semaphore=sem).kind == "full"
@@ -482,9 +483,36 @@ def test_semaphore_is_full_at_the_limit_and_a_released_slot_is_reusable(store):
     assert claim(store, other, "x", semaphore=sem).kind == "full"
     # Without a semaphore (another tool) the limit does not apply.
     assert claim(store, other, "x").kind == "ok"
-    store.release_slot("limited", run_id, "a")
+    store.release_slot("limited", a.slot)
     assert claim(store, run_id, "c", semaphore=sem).kind == "ok"
     assert store.client.zcard(store.semaphore_key("limited")) == 2
+
+
+def test_a_refused_claim_gives_its_slot_back_and_leaves_the_holders(store):
+    run_id = new_run(store, {"a": [], "b": []})
+    store.mark_queued(run_id, ["a", "b"], now())
+    sem = ("limited", 2)
+    held = claim(store, run_id, "a", semaphore=sem)
+    assert held.kind == "ok"
+    # A duplicate of a's message while a runs: busy, and a keeps its slot.
+    assert claim(store, run_id, "a", semaphore=sem, worker="w2").kind == "busy"
+    assert store.client.zrange(store.semaphore_key("limited"), 0, -1) == [held.slot]
+    complete(store, run_id, "a", output=1)
+    # A late duplicate of a finished step takes no slot either.
+    assert claim(store, run_id, "a", semaphore=sem).kind == "done"
+    assert store.client.zrange(store.semaphore_key("limited"), 0, -1) == [held.slot]
+
+
+def test_with_every_slot_taken_a_message_with_nothing_to_run_is_not_sent_back(store):
+    run_id = new_run(store, {"a": [], "b": [], "c": []})
+    store.mark_queued(run_id, ["a", "b", "c"], now())
+    sem = ("limited", 1)
+    assert claim(store, run_id, "a", semaphore=sem).kind == "ok"
+    assert claim(store, run_id, "b", semaphore=sem).kind == "full"  # comes back later
+    store.stop(run_id, "cancelled", now())
+    # b and c were cancelled while queued: their messages are done, not `full`.
+    assert claim(store, run_id, "b", semaphore=sem).kind == "done"
+    assert claim(store, run_id, "c", semaphore=sem).kind == "done"
 
 
 def test_a_crashed_holder_cannot_leak_its_slot(store):
@@ -494,9 +522,9 @@ def test_a_crashed_holder_cannot_leak_its_slot(store):
     assert claim(store, run_id, "a", lease_ms=SHORT_LEASE, semaphore=sem).kind == "ok"
     assert claim(store, run_id, "b", semaphore=sem).kind == "full"
     time.sleep(3 * SHORT_LEASE / 1000)  # a's worker died: nobody renews or releases
-    assert claim(store, run_id, "b", semaphore=sem).kind == "ok"
-    holders = store.client.zrange(store.semaphore_key("limited"), 0, -1)
-    assert holders == [store.holder(run_id, "b")]
+    b = claim(store, run_id, "b", semaphore=sem)
+    assert b.kind == "ok"
+    assert store.client.zrange(store.semaphore_key("limited"), 0, -1) == [b.slot]
 
 
 def test_a_renewed_slot_outlives_the_semaphore_keys_initial_ttl(store):
@@ -505,13 +533,13 @@ def test_a_renewed_slot_outlives_the_semaphore_keys_initial_ttl(store):
     store.mark_queued(run_id, ["a", "b"], now())
     sem = ("limited", 1)
     lease = 100
-    assert claim(store, run_id, "a", lease_ms=lease, semaphore=sem).kind == "ok"
-    holder = store.holder(run_id, "a")
+    a = claim(store, run_id, "a", lease_ms=lease, semaphore=sem)
+    assert a.kind == "ok" and a.slot is not None
     deadline = time.monotonic() + 5 * lease / 1000
     while time.monotonic() < deadline:  # what the monitor does, every third of a lease
         time.sleep(lease / 3000)
         store.renew(run_id, "a", 1, lease)
-        store.renew_slots([("limited", holder)], lease)
+        store.renew_slots([("limited", a.slot)], lease)
     assert claim(store, run_id, "b", semaphore=sem).kind == "full"
 
 

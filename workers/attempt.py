@@ -95,13 +95,8 @@ class Attempts:
         """
         record, attempt_rec = records
         t0 = time.perf_counter()
-        limited = tool is not None and tool.max_concurrency is not None
         tracked = self.monitor.track(
-            ctx.run_id,
-            step.id,
-            claim.attempt,
-            tool=step.tool,
-            slot=self.store.holder(ctx.run_id, step.id) if limited else None,
+            ctx.run_id, step.id, claim.attempt, tool=step.tool, slot=claim.slot
         )
         with tracked.lock:
             tracked.loop, tracked.task = asyncio.get_running_loop(), asyncio.current_task()
@@ -128,9 +123,9 @@ class Attempts:
         finally:
             attempt_rec.update(finished_at=now_iso(), duration=time.perf_counter() - t0)
             self.monitor.untrack(tracked)
-            if limited:
+            if claim.slot is not None:
                 # Free the slot before coordinating: a dependent may want it next.
-                self.store.release_slot(step.tool, ctx.run_id, step.id)
+                self.store.release_slot(step.tool, claim.slot)
 
     def finish(
         self,

@@ -24,6 +24,7 @@ class Claim:
     lost_attempt: int = 0
     outputs: dict[str, Any] | None = None
     detail: str = ""
+    slot: str | None = None  # its holder name in the tool's semaphore, if it took a slot
 
 
 @dataclass(frozen=True, slots=True)

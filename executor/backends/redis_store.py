@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
@@ -37,6 +37,7 @@ KEY_NAMES = (
     "end",
 )
 SCRIPTS = (
+    "acquire_slot",
     "claim",
     "complete",
     "enqueue",
@@ -234,18 +235,61 @@ class RedisStore:
         with the sweeper's lease hint.
 
         Args:
-            semaphore: (tool, limit) to also take one of the tool's slots; the answer is
-                `full` when none is free.
+            semaphore: (tool, limit) to also take one of the tool's slots first (a round
+                trip of its own: see `_acquire_slot`); the answer is `full` when none is
+                free, and an `ok` claim names its slot (`Claim.slot`).
             inplace: the caller decided this pending step itself and runs it without a
                 message (continue in place).
             drop_hints: lease hints (`run|step`) of steps this worker finished
                 coordinating, removed in the same round trip.
         """
-        limit = semaphore[1] if semaphore else 0
-        extra = (self.semaphore_key(semaphore[0]),) if semaphore else ()
-        args = [lease_ms, started_at, worker, limit, int(inplace), step, attempt, token]
-        command = self._script("claim", [*self.keys(run_id), *extra], [*args, len(needs), *needs])
-        return self._claims(run_id, [step], [needs], command, lease_ms, drop_hints)[0]
+        slot = None
+        if semaphore is not None:
+            slot = self.holder(run_id, step, token)
+            refused = self._acquire_slot(run_id, step, semaphore, slot, lease_ms)
+            if refused is not None:
+                return refused
+        args = [lease_ms, started_at, worker, int(inplace), step, attempt, token, len(needs)]
+        command = self._script("claim", self.keys(run_id), [*args, *needs])
+        claim = self._claims(run_id, [step], [needs], command, lease_ms, drop_hints)[0]
+        if slot is None:
+            return claim
+        if claim.kind != "ok":  # a duplicate, a stale message...: the slot goes back
+            assert semaphore is not None
+            self.release_slot(semaphore[0], slot)
+            return claim
+        return replace(claim, slot=slot)
+
+    def _acquire_slot(
+        self, run_id: str, step: str, semaphore: tuple[str, int], holder: str, lease_ms: int
+    ) -> Claim | None:
+        """Take a slot of the tool's semaphore for `holder`; None when taken, else the
+        answer to the claim.
+
+        The semaphore is shared by every run, so it cannot share a run's hash slot: it is
+        taken by a script of its own, before the claim, and given back if the claim is
+        refused (should this worker die in between, the slot's lease runs out). When
+        every slot is taken, the step's state read alongside tells a message that has
+        nothing left to run (stopped, done) from one that must come back later.
+        """
+        tool, limit = semaphore
+        k = self.keys(run_id)
+        got, stop, status = self._batch(
+            [
+                self._script("acquire_slot", [self.semaphore_key(tool)], [holder, limit, lease_ms]),
+                ("HGET", k[0], "stop"),
+                ("HGET", k[1], step),
+            ]
+        )
+        if got:
+            return None
+        if status is None:
+            return Claim("missing")
+        if status not in ("pending", "queued", "running"):
+            return Claim("done", detail=status)
+        if stop:
+            return Claim("stopped", detail=stop)
+        return Claim("full")
 
     def claim_many(
         self,
@@ -259,7 +303,7 @@ class RedisStore:
     ) -> list[Claim]:
         """`claim` for several (step, attempt, token, needs) of a run (no tool slots), in
         one round trip; a claim each, in order."""
-        args: list[Any] = [lease_ms, started_at, worker, 0, int(inplace)]
+        args: list[Any] = [lease_ms, started_at, worker, int(inplace)]
         for step, attempt, token, needs in steps:
             args += [step, attempt, token, len(needs), *needs]
         command = self._script("claim", self.keys(run_id), args)
@@ -441,13 +485,14 @@ class RedisStore:
         """Remove a lease hint; True for exactly one of several sweepers."""
         return bool(self.client.zrem(self.leases_key, f"{run_id}|{step}"))
 
-    def release_slot(self, tool: str, run_id: str, step: str) -> None:
-        """Give back a tool slot taken by `claim`."""
-        self.client.zrem(self.semaphore_key(tool), self.holder(run_id, step))
+    def release_slot(self, tool: str, holder: str) -> None:
+        """Give back a tool slot taken by `claim` (`Claim.slot`)."""
+        self.client.zrem(self.semaphore_key(tool), holder)
 
-    def holder(self, run_id: str, step: str) -> str:
-        """A step's member name in a tool semaphore (as claim.lua writes it)."""
-        return f"{step}@{self.keys(run_id)[0]}"
+    def holder(self, run_id: str, step: str, token: str) -> str:
+        """A claim attempt's member name in a tool semaphore: its own, so that giving
+        back a refused duplicate's slot leaves the running attempt's alone."""
+        return f"{step}@{run_id}#{token}"
 
     def renew_slots(self, holders: list[tuple[str, str]], lease_ms: int) -> None:
         """Extend the slot leases of (tool, holder) pairs, on the Redis clock."""

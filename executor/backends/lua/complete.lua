@@ -70,8 +70,8 @@ for _ = 1, tonumber(ARGV[1]) do
     local c = last
     local n = tonumber(ARGV[c + 5])
     claims[#claims + 1] = claim_step({step = ARGV[c], attempt = '1', token = ARGV[c + 1],
-      lease_ms = ARGV[c + 2], started_at = ARGV[c + 3], worker = ARGV[c + 4], limit = '0',
-      mode = '1+', ready = clean[ARGV[c]]}, c + 6, c + 5 + n)
+      lease_ms = ARGV[c + 2], started_at = ARGV[c + 3], worker = ARGV[c + 4], mode = '1+',
+      ready = clean[ARGV[c]]}, c + 6, c + 5 + n)
     last = c + 6 + n
   end
   i = last

@@ -30,10 +30,10 @@ local function mark_lost(att_key, field, at)
 end
 
 -- Claim a step for one attempt, and load what the worker needs (see claim.lua).
--- c: step, attempt (wanted), token, lease_ms, started_at, worker, limit (0: no tool
--- semaphore, else KEYS[11] is its key), mode, and `ready` when the caller has just made
--- this pending step ready with every dependency succeeded (its state is not read again);
--- ARGV[first..last]: the steps whose outputs to return.
+-- c: step, attempt (wanted), token, lease_ms, started_at, worker, mode, and `ready`
+-- when the caller has just made this pending step ready with every dependency
+-- succeeded (its state is not read again); ARGV[first..last]: the steps whose outputs
+-- to return. A tool's concurrency slot is taken before, apart (acquire_slot.lua).
 local function claim_step(c, first, last)
   local step = c.step
   local st = 'pending'
@@ -71,16 +71,6 @@ local function claim_step(c, first, last)
     if wanted < cur then return {'stale', tostring(cur)} end
     lost = cur
     attempt = cur + 1
-  end
-  local limit = tonumber(c.limit)
-  if limit > 0 then
-    local holder = step .. '@' .. KEYS[1]
-    redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', now)
-    if not redis.call('ZSCORE', KEYS[11], holder) and redis.call('ZCARD', KEYS[11]) >= limit then
-      return {'full', ''}
-    end
-    redis.call('ZADD', KEYS[11], now + tonumber(c.lease_ms), holder)
-    redis.call('PEXPIRE', KEYS[11], 2 * tonumber(c.lease_ms))
   end
   if lost > 0 then mark_lost(KEYS[6], step .. ':' .. lost, c.started_at) end
   redis.call('HSET', KEYS[2], step, 'running')
