@@ -243,19 +243,17 @@ class RedisStore:
             drop_hints: lease hints (`run|step`) of steps this worker finished
                 coordinating, removed in the same round trip.
         """
-        slot = None
-        if semaphore is not None:
-            slot = self.holder(run_id, step, token)
-            refused = self._acquire_slot(run_id, step, semaphore, slot, lease_ms)
-            if refused is not None:
-                return refused
-        args = [lease_ms, started_at, worker, int(inplace), step, attempt, token, len(needs)]
-        command = self._script("claim", self.keys(run_id), [*args, *needs])
-        claim = self._claims(run_id, [step], [needs], command, lease_ms, drop_hints)[0]
-        if slot is None:
-            return claim
+        one = [(step, attempt, token, needs)]
+        if semaphore is None:
+            return self.claim_many(run_id, one, lease_ms, started_at, worker, inplace, drop_hints)[
+                0
+            ]
+        slot = self.holder(run_id, step, token)
+        refused = self._acquire_slot(run_id, step, semaphore, slot, lease_ms)
+        if refused is not None:
+            return refused
+        claim = self.claim_many(run_id, one, lease_ms, started_at, worker, inplace, drop_hints)[0]
         if claim.kind != "ok":  # a duplicate, a stale message...: the slot goes back
-            assert semaphore is not None
             self.release_slot(semaphore[0], slot)
             return claim
         return replace(claim, slot=slot)
@@ -306,27 +304,17 @@ class RedisStore:
         args: list[Any] = [lease_ms, started_at, worker, int(inplace)]
         for step, attempt, token, needs in steps:
             args += [step, attempt, token, len(needs), *needs]
-        command = self._script("claim", self.keys(run_id), args)
-        ids = [s[0] for s in steps]
-        return self._claims(run_id, ids, [s[3] for s in steps], command, lease_ms, drop_hints)
-
-    def _claims(
-        self,
-        run_id: str,
-        steps: list[str],
-        needs: list[tuple[str, ...]],
-        command: Command,
-        lease_ms: int,
-        drop_hints: list[str] | None,
-    ) -> list[Claim]:
         # The hints are harmless when a claim is refused: the sweeper checks the claim.
         hint = time.time() + lease_ms / 1000
-        hints = [x for step in steps for x in (hint, f"{run_id}|{step}")]
-        commands = [command, ("ZADD", self.leases_key, *hints)]
+        hints = [x for s in steps for x in (hint, f"{run_id}|{s[0]}")]
+        commands = [
+            self._script("claim", self.keys(run_id), args),
+            ("ZADD", self.leases_key, *hints),
+        ]
         if drop_hints:
             commands.append(("ZREM", self.leases_key, *drop_hints))
         replies = self._batch(commands)[0]
-        return [parse_claim(r, n) for r, n in zip(replies, needs, strict=True)]
+        return [parse_claim(r, s[3]) for r, s in zip(replies, steps, strict=True)]
 
     def complete(
         self,
