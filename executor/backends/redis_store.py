@@ -6,7 +6,9 @@ records), `:att` (attempts, `step:n`), `:claims` (`attempt|token|lease expiry`),
 `:events` (a stream), `:times` (queued/started timestamps), `:end` (one entry once the run
 has finished: what a waiting client blocks on). Cross-run indexes (`N:runs`,
 `N:leases`, `N:deadlines`) are sorted sets outside the tag: only hints, each checked
-against the run's own keys by a script.
+against the run's own keys by a script. A tool's concurrency slots (`N:sem:TOOL`) are
+shared by every run: a script of their own takes one before the claim, so that no
+script spans two hash slots.
 """
 
 from __future__ import annotations
@@ -96,10 +98,9 @@ class RedisStore:
         """Run scripts and commands in one round trip; their raw replies."""
         return self._trips.run(commands)
 
-    def _run(
-        self, script: str, run_id: str, args: list[Any], extra_keys: tuple[str, ...] = ()
-    ) -> Any:
-        return self._batch([self._script(script, [*self.keys(run_id), *extra_keys], args)])[0]
+    def _run(self, script: str, run_id: str, args: list[Any]) -> Any:
+        """One script on the run's keys (all in the run's hash slot)."""
+        return self._batch([self._script(script, self.keys(run_id), args)])[0]
 
     def semaphore_key(self, tool: str) -> str:
         """The cluster-wide concurrency slots of a tool (holders scored by lease expiry)."""
