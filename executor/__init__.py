@@ -10,12 +10,12 @@ from executor.errors import (
     FlowValidationError,
     RunNotFoundError,
 )
-from executor.events import RunEvent
-from executor.flow import Flow, Step, load_flow
 from executor.handle import RunHandle
+from executor.model.flow import Flow, Step, load_flow
+from executor.model.retry import RetryPolicy
+from executor.model.tools import Tool, ToolRegistry, default_registry, load_tools, tool
 from executor.result import Attempt, ExecutionResult, StepError, StepRecord
-from executor.retry import RetryPolicy
-from executor.tools import Tool, ToolRegistry, default_registry, load_tools, tool
+from executor.run.events import RunEvent
 
 __all__ = [
     "Attempt",

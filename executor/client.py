@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json, to_jsonable_python
 
-from executor import tracing
-from executor.backends.local import LocalBackend, LocalRunHandle
-from executor.dag import Dag
+from executor.backends.embedded.backend import LocalBackend, LocalRunHandle
 from executor.errors import FlowValidationError
-from executor.flow import Flow, load_flow
 from executor.handle import RunHandle
-from executor.references import iter_refs, parse_ref, walk
+from executor.model.dag import Dag
+from executor.model.flow import Flow, load_flow
+from executor.model.references import iter_refs, parse_ref, walk
+from executor.model.tools import ToolRegistry, default_registry
+from executor.model.validation import validate_flow
+from executor.observability import tracing
 from executor.result import ExecutionResult
-from executor.tools import ToolRegistry, default_registry
-from executor.validation import validate_flow
 
 if TYPE_CHECKING:
-    from executor.backends.redis import RedisBackend
+    from executor.backends.redis.backend import RedisBackend
 
 # Deeper input would not survive a round trip of its ExecutionResult through JSON.
 MAX_INPUT_DEPTH = 64
@@ -61,7 +61,7 @@ class FlowExecutor:
         self._redis: RedisBackend | None = None
         if redis_url is not None or redis_client is not None:
             # Imported here: the embedded mode must not need a Redis client library.
-            from executor.backends.redis import RedisBackend
+            from executor.backends.redis.backend import RedisBackend
 
             self._redis = RedisBackend(
                 redis_url or "redis://",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
-from executor.events import RunEvent
 from executor.result import ExecutionResult, RunStatus
+from executor.run.events import RunEvent
 
 
 class RunHandle(ABC):

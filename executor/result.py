@@ -126,14 +126,14 @@ class ExecutionResult(BaseModel):
 
     def to_html(self) -> str:
         """The run as one self-contained HTML page: numbers, timeline, critical path,
-        steps and errors (see `executor.timeline`)."""
-        from executor.timeline import render_html
+        steps and errors (see `executor.views.timeline.chart`)."""
+        from executor.views.timeline.chart import render_html
 
         return render_html(self)
 
     def to_svg(self) -> str:
         """The run's timeline chart alone, as an SVG document."""
-        from executor.timeline import render_svg
+        from executor.views.timeline.chart import render_svg
 
         return render_svg(self)
 

@@ -15,9 +15,9 @@ import time
 import pytest
 
 from executor import Flow, Step
-from executor.coordinator import Coordinator
-from executor.messages import BUNDLE_MAX, StepMessage
-from executor.run_context import RunContext
+from executor.backends.redis.coordinator import Coordinator
+from executor.backends.redis.messages import BUNDLE_MAX, StepMessage
+from executor.backends.redis.run_context import RunContext
 from tests.conformance.support import wide_fan
 from tests.test_distributed import events_of, read_count, wait_until
 
@@ -251,8 +251,8 @@ def test_steps_of_a_bundle_that_end_together_are_recorded_in_one_round_trip(
 
 
 def test_a_completion_refused_after_a_takeover_leaves_the_new_holders_lease_hint(fake) -> None:
-    from executor.backends.claims import Terminal
-    from executor.coordinator import now_iso
+    from executor.backends.redis.claims import Terminal
+    from executor.backends.redis.coordinator import now_iso
 
     handle = fake.executor.submit(Flow(name="one", steps=[Step(id="a", tool="echo")]))
     run_id, store = handle.run_id, fake.store
@@ -272,8 +272,8 @@ def test_a_completion_refused_after_a_takeover_leaves_the_new_holders_lease_hint
 def test_a_step_stopped_while_its_group_commit_waits_leaves_the_commit_whole(fake) -> None:
     """A run's stop cancels a step task that waits for its group commit: the commit still
     records every step and wakes the others (a done future must not break it)."""
-    from executor.backends.claims import Terminal
-    from executor.coordinator import now_iso
+    from executor.backends.redis.claims import Terminal
+    from executor.backends.redis.coordinator import now_iso
     from workers.bundles import _Drive
 
     flow = Flow(name="two", steps=[Step(id="a", tool="echo"), Step(id="b", tool="echo")])

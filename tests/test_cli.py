@@ -21,8 +21,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from executor import ExecutionResult, Flow, FlowExecutor, Step, load_flow, load_tools
-from executor.cli import app, follow
-from executor.diagram import build_graph, render_graph
+from executor.cli.main import app, follow
+from executor.views.diagram import build_graph, render_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -20,10 +20,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from executor import ExecutionResult, RunEvent, RunHandle, StepRecord
-from executor import cli_runs as cli_runs_module
-from executor.cli import app
-from executor.live import watch
-from executor.report import event_line
+from executor.cli import runs as cli_runs_module
+from executor.cli.live import watch
+from executor.cli.main import app
+from executor.views.report import event_line
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = str(ROOT / "examples" / "report.yaml")
@@ -284,7 +284,7 @@ def test_status_follow_off_a_terminal_is_plain_lines(
 
 
 def test_tracebacks_start_at_the_tools_own_frames() -> None:
-    from executor.report import tool_frames
+    from executor.views.report import tool_frames
 
     tb = (
         "Traceback (most recent call last):\n"

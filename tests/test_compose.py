@@ -17,7 +17,7 @@ import pytest
 import typer
 import yaml
 
-from executor.cli import app
+from executor.cli.main import app
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yaml"

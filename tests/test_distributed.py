@@ -36,9 +36,9 @@ from executor import (
     Step,
     ToolRegistry,
 )
-from executor.backends.redis import BrokerSender
-from executor.backends.redis_store import RedisStore
-from executor.messages import StepMessage
+from executor.backends.redis.backend import BrokerSender
+from executor.backends.redis.messages import StepMessage
+from executor.backends.redis.store import RedisStore
 from tests import dist_tools
 from tests.conformance.tools import read_lines
 from tests.support.servers import (
@@ -258,7 +258,7 @@ def test_every_script_of_a_run_stays_within_one_hash_slot(fake, monkeypatch, tmp
     on a run's path (claims, tool slots, retries, completions, stops) must."""
     from redis.crc import key_slot
 
-    from executor.backends.direct import RoundTrips
+    from executor.backends.redis.connections import RoundTrips
 
     names = {sha: name for name, sha in fake.store._shas.items()}
     seen: dict[str, set[int]] = {}

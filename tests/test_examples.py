@@ -15,7 +15,7 @@ import pytest
 
 from examples import tools as ex
 from executor import ExecutionResult, FlowExecutor, load_flow, load_tools
-from executor.diagram import FORMATS, render_graph
+from executor.views.diagram import FORMATS, render_graph
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FLOWS = sorted(EXAMPLES.glob("*.yaml"))

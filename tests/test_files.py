@@ -11,8 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from executor import Flow, FlowValidationError, RetryPolicy, Step, load_flow, yaml_limits
-from executor.files import MAX_BYTES, MAX_DEPTH, MAX_NODES, MAX_STEPS, MAX_STRING
+from executor import Flow, FlowValidationError, RetryPolicy, Step, load_flow
+from executor.model import yaml_limits
+from executor.model.files import MAX_BYTES, MAX_DEPTH, MAX_NODES, MAX_STEPS, MAX_STRING
 
 RICH = Flow(
     name="user_report",

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from executor import Flow, FlowValidationError, ToolRegistry, tool
-from executor.files import MAX_BYTES, MAX_DEPTH, MAX_STEPS, MAX_STRING
-from executor.predicates import PredicateError, parse_predicate
+from executor.model.files import MAX_BYTES, MAX_DEPTH, MAX_STEPS, MAX_STRING
+from executor.model.predicates import PredicateError, parse_predicate
 
 pytestmark = pytest.mark.timeout(120)
 #: One example may take this long at most (a loaded 2-core CI machine included).

@@ -3,7 +3,7 @@ per run and per attempt, and trace context carried through step messages so a wo
 spans join the submitter's trace.
 
 Spans go to an in-memory exporter of a provider private to these tests (the tracer that
-`executor.tracing` uses is patched), so nothing here touches the global provider. The
+`executor.observability.tracing` uses is patched), so nothing here touches the global provider. The
 distributed tests run a Dramatiq worker in this process on fakeredis.
 """
 
@@ -27,8 +27,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from executor import Flow, FlowExecutor, RetryPolicy, Step, ToolRegistry, logs, tracing
-from executor.logs import ContextFilter, JsonFormatter, TextFormatter, step_context
+from executor import Flow, FlowExecutor, RetryPolicy, Step, ToolRegistry
+from executor.observability import logs, tracing
+from executor.observability.logs import ContextFilter, JsonFormatter, TextFormatter, step_context
 
 registry = ToolRegistry()
 tool_log = logging.getLogger("tests.observability.tool")
@@ -307,7 +308,7 @@ def test_without_a_provider_nothing_is_traced_or_wrapped() -> None:
 
 def test_without_opentelemetry_everything_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tracing, "AVAILABLE", False)
-    from executor.flow import Flow as F
+    from executor.model.flow import Flow as F
 
     assert tracing.start_run("r", F(name="f", steps=[]), "local") is None
     assert tracing.current_context() == {}

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from executor import Flow, FlowExecutor, FlowValidationError, Step
-from executor.tools import DEFAULT_MAX_OUTPUT_BYTES
+from executor.model.tools import DEFAULT_MAX_OUTPUT_BYTES
 from tests import fault_tools
 from tests.faults.support import FaultCluster
 

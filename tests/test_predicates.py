@@ -8,8 +8,8 @@ import tracemalloc
 import pytest
 
 from executor import Flow, FlowValidationError, Step
-from executor.predicates import MAX_LENGTH, Predicate, PredicateError, parse_predicate
-from executor.validation import validate_flow
+from executor.model.predicates import MAX_LENGTH, Predicate, PredicateError, parse_predicate
+from executor.model.validation import validate_flow
 
 INPUT = {
     "mode": "fast",

@@ -2,7 +2,7 @@
 
 The reference interpreter below implements the documented semantics (DESIGN.md:
 trigger rules, `when`, references to non-succeeded steps resolving to None,
-fail-fast/continue, run status) directly, without `executor.scheduling`. Random
+fail-fast/continue, run status) directly, without `executor.run.scheduling`. Random
 flows are run (a) on the embedded backend and (b) through `RunState` with random
 completion orders, and compared to it.
 """
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from executor import Flow, FlowExecutor, Step, ToolRegistry, tool
 from executor.result import StepStatus
-from executor.scheduling import RunState
+from executor.run.scheduling import RunState
 
 registry = ToolRegistry()
 

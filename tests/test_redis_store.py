@@ -15,8 +15,8 @@ from typing import Any
 import fakeredis
 import pytest
 
-from executor.backends.claims import Claim, Completion, NextClaim
-from executor.backends.redis_store import KEY_NAMES, RedisStore
+from executor.backends.redis.claims import Claim, Completion, NextClaim
+from executor.backends.redis.store import KEY_NAMES, RedisStore
 
 LONG_LEASE = 60_000  # ms: never expires during a test
 SHORT_LEASE = 40  # ms

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from executor.errors import StepInputError
-from executor.references import (
+from executor.model.references import (
     MAX_NESTING,
     STEP_ID,
     Ref,

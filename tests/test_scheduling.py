@@ -1,4 +1,4 @@
-"""The pure scheduling core (`executor.scheduling`): no asyncio, no clocks, no tools."""
+"""The pure scheduling core (`executor.run.scheduling`): no asyncio, no clocks, no tools."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from executor import Flow, Step
-from executor.scheduling import Actions, RunState, Scheduler
+from executor.run.scheduling import Actions, RunState, Scheduler
 
 TERMINAL = ("succeeded", "failed", "skipped", "upstream_failed", "cancelled")
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from executor import Attempt, ExecutionResult, FlowExecutor, StepError, StepRecord, load_flow
-from executor.timeline import COLORS, CRITICAL, build_timeline, render_html, render_svg
-from executor.tools import load_tools
+from executor.model.tools import load_tools
+from executor.views.timeline.chart import COLORS, CRITICAL, build_timeline, render_html, render_svg
 
 ROOT = Path(__file__).resolve().parent.parent
 SVG = "{http://www.w3.org/2000/svg}"

@@ -18,8 +18,8 @@ import dramatiq
 import pytest
 
 from executor import DagrelayError, Flow, FlowExecutor, FlowValidationError, Step, ToolRegistry
-from executor.backends.redis import BrokerSender
-from executor.messages import StepMessage
+from executor.backends.redis.backend import BrokerSender
+from executor.backends.redis.messages import StepMessage
 from tests import fault_tools
 from tests.faults.support import FaultCluster, wait_until
 from tests.support.servers import ROOT, WorkerProcess, free_port, redis_server_binary
@@ -210,7 +210,7 @@ def test_no_pickle_marshal_eval_or_exec_in_the_engine():
                 if name in FORBIDDEN_ATTRS:
                     problems.append(f"{rel}:{node.lineno} uses {name}")
     assert problems == []
-    assert imports_by_name == ["executor/tools.py"]
+    assert imports_by_name == ["executor/model/tools.py"]
 
 
 def _is_yaml(node: ast.expr) -> bool:

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from executor import Flow, FlowValidationError, Step, ToolRegistry, tool
-from executor.dag import Dag
-from executor.validation import validate_flow
+from executor.model.dag import Dag
+from executor.model.validation import validate_flow
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import redis
 from dramatiq.common import dq_name, xq_name
 
-from executor.backends.wakeup import WakingRedisBroker, wake_key
+from executor.backends.redis.wakeup import WakingRedisBroker, wake_key
 from tests.support.servers import RedisServer
 
 # Long enough that "woke because of the token" and "woke because the wait ran out"

@@ -15,19 +15,19 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from executor.attempts import call_tool, format_tb, map_step
-from executor.backends.claims import Claim, Terminal
-from executor.backends.redis_store import RedisStore
-from executor.coordinator import now_iso
+from executor.backends.redis.claims import Claim, Terminal
+from executor.backends.redis.coordinator import now_iso
+from executor.backends.redis.run_context import RunContext
+from executor.backends.redis.store import RedisStore
 from executor.errors import ToolOutputError
-from executor.flow import Step
-from executor.progress import StepProgress
-from executor.references import Scope
+from executor.model.flow import Step
+from executor.model.references import Scope
+from executor.model.retry import NO_RETRY
+from executor.model.tools import Tool, ToolRegistry, check_output_size
+from executor.observability.tracing import record_error, record_items
 from executor.result import StepError
-from executor.retry import NO_RETRY
-from executor.run_context import RunContext
-from executor.tools import Tool, ToolRegistry, check_output_size
-from executor.tracing import record_error, record_items
+from executor.run.attempts import call_tool, format_tb, map_step
+from executor.run.progress import StepProgress
 from workers.monitor import Monitor
 from workers.settings import Settings
 

@@ -13,11 +13,11 @@ from dramatiq.middleware import Middleware
 from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
 
-from executor.backends.redis import NO_TIME_LIMIT_MS
-from executor.backends.redis_store import RedisStore
-from executor.backends.wakeup import WakingRedisBroker
-from executor.messages import ACTOR_NAME
-from executor.tools import ToolRegistry, default_registry, load_tools
+from executor.backends.redis.backend import NO_TIME_LIMIT_MS
+from executor.backends.redis.messages import ACTOR_NAME
+from executor.backends.redis.store import RedisStore
+from executor.backends.redis.wakeup import WakingRedisBroker
+from executor.model.tools import ToolRegistry, default_registry, load_tools
 from workers.periodic import Periodic
 from workers.runtime import StepRuntime
 from workers.settings import Settings

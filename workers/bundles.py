@@ -20,9 +20,9 @@ import contextvars
 import logging
 from typing import TYPE_CHECKING
 
-from executor.backends.claims import Claim, new_token
-from executor.coordinator import Keep, now_iso
-from executor.run_context import RunContext
+from executor.backends.redis.claims import Claim, new_token
+from executor.backends.redis.coordinator import Keep, now_iso
+from executor.backends.redis.run_context import RunContext
 from workers.tracing import step_scope
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from executor.backends.redis_store import RedisStore
+from executor.backends.redis.store import RedisStore
 from executor.errors import RunNotFoundError
 
 log = logging.getLogger("dagrelay.worker")

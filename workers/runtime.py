@@ -12,14 +12,14 @@ from typing import Any
 
 import dramatiq
 
-from executor.backends.claims import Claim, NextClaim, Terminal, new_token
-from executor.backends.redis import BrokerSender
-from executor.backends.redis_store import RedisStore
-from executor.coordinator import Coordinator, Keep, now_iso
+from executor.backends.redis.backend import BrokerSender
+from executor.backends.redis.claims import Claim, NextClaim, Terminal, new_token
+from executor.backends.redis.coordinator import Coordinator, Keep, now_iso
+from executor.backends.redis.run_context import RunContext
+from executor.backends.redis.store import RedisStore
 from executor.errors import RunNotFoundError
-from executor.flow import Step
-from executor.run_context import RunContext
-from executor.tools import Tool, ToolRegistry
+from executor.model.flow import Step
+from executor.model.tools import Tool, ToolRegistry
 from workers.attempt import Attempts, Outcome, Records
 from workers.bundles import run_bundle
 from workers.detached import AsyncSteps

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from executor.tools import DEFAULT_MAX_OUTPUT_BYTES
+from executor.model.tools import DEFAULT_MAX_OUTPUT_BYTES
 
 DEFAULT_URL = "redis://localhost:6379/0"
 

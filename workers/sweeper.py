@@ -6,7 +6,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from executor.coordinator import now_iso
+from executor.backends.redis.coordinator import now_iso
 from executor.errors import RunNotFoundError
 from workers.periodic import Periodic
 

@@ -4,7 +4,7 @@
   around every step message it makes the message's trace context current (the W3C
   `traceparent` the sender put in `message.options`) and binds the message's run and
   step ids for logging; in a worker process started by Dramatiq's CLI it also makes the
-  process's log handlers dagrelay's (`executor.logs.configure`: ids on every record,
+  process's log handlers dagrelay's (`executor.observability.logs.configure`: ids on every record,
   `DAGRELAY_LOG_FORMAT=json`).
 * `step_scope(...)`: around each attempt the runtime runs (a message may run several
   steps in place): the attempt's OpenTelemetry span, and its ids on every log record.
@@ -22,8 +22,8 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
-from executor import logs, tracing
-from executor.messages import ACTOR_NAME
+from executor.backends.redis.messages import ACTOR_NAME
+from executor.observability import logs, tracing
 
 
 class ObservabilityMiddleware(Middleware):

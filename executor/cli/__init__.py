@@ -1,0 +1,1 @@
+"""The `dagrelay` command line (typer + rich); `main.main` is the console script."""

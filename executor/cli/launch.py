@@ -1,0 +1,85 @@
+"""Starting workers: `dagrelay worker` is `dramatiq workers` with dagrelay's environment.
+
+The executor package never imports `workers`; it checks the tools module imports here
+(so a broken module fails fast with its import error) and hands over to Dramatiq's CLI,
+which gives processes, threads, graceful shutdown and signals for free.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from executor.model.tools import ToolRegistry, load_tools
+
+
+def worker_argv(processes: int, threads: int, queues: Sequence[str]) -> list[str]:
+    """The Dramatiq command line for a dagrelay worker."""
+    argv = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "workers",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+        "--worker-shutdown-timeout",
+        "30000",
+    ]
+    if queues:
+        argv += ["--queues", *queues]
+    return argv
+
+
+def worker_env(
+    tools: str, redis_url: str | None, queues: Sequence[str], namespace: str | None = None
+) -> dict[str, str]:
+    """The environment `workers` reads its settings from."""
+    env = dict(os.environ)
+    env["DAGRELAY_TOOLS"] = tools
+    if redis_url:
+        env["DAGRELAY_REDIS_URL"] = redis_url
+    if queues:
+        env["DAGRELAY_QUEUES"] = " ".join(queues)
+    if namespace:
+        env["DAGRELAY_NAMESPACE"] = namespace
+    # Worker processes must import the tools module the way this process does.
+    path = [os.getcwd(), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
+    return env
+
+
+def check_tools(tools: str) -> ToolRegistry:
+    """Import the tools module here first: its import error is the user's answer.
+
+    Raises:
+        DagrelayError: the module cannot be imported.
+    """
+    return load_tools(tools)
+
+
+def run_worker(
+    tools: str,
+    redis_url: str | None,
+    processes: int,
+    threads: int,
+    queues: Sequence[str],
+    namespace: str | None = None,
+    async_steps: int = 0,
+) -> int:
+    """Run worker processes in the foreground until they stop; returns the exit code.
+
+    Args:
+        async_steps: async steps a process may run at once without holding a thread.
+    """
+    check_tools(tools)
+    argv = worker_argv(processes, threads, queues)
+    env = worker_env(tools, redis_url, queues, namespace)
+    if async_steps:
+        env["DAGRELAY_ASYNC_STEPS"] = str(async_steps)
+    if hasattr(os, "execvpe"):
+        os.execvpe(argv[0], argv, env)  # signals go straight to Dramatiq's supervisor
+    return subprocess.call(argv, env=env)  # pragma: no cover - platforms without exec

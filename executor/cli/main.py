@@ -1,0 +1,308 @@
+"""The `dagrelay` command line: run, validate and draw flows; run and watch workers.
+
+Exit codes: 0 ok; 1 the flow failed or is invalid; 2 a usage error, a missing file, bad
+`--input` JSON, a tools module that cannot be imported, an unknown run or a Redis that
+cannot be reached. Every error is reported on stderr as `error: ...`, never as a Python
+traceback (set `DAGRELAY_DEBUG=1` to get one for unexpected errors).
+
+The commands on runs in Redis (submit, status, result, cancel, runs) live in
+`executor.cli.runs`, the timeline picture (`report`) in `executor.cli.report`; the helpers
+these modules share live in `executor.cli.common`.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from executor import __version__
+from executor.cli import report as cli_report
+from executor.cli import runs as cli_runs
+from executor.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    FlowArg,
+    InputFileOpt,
+    InputOpt,
+    ToolsOpt,
+    check_run_id,
+    fail,
+    guard,
+    load_result,
+    make_executor,
+    one_line,
+    parse_inputs,
+    read_flow,
+    read_tools,
+    redis_errors,
+    redis_url,
+    show_result,
+    stdout_console,
+    submit_flow,
+)
+from executor.cli.live import watch
+from executor.errors import DagrelayError, FlowFailedError
+from executor.handle import RunHandle
+from executor.model.flow import Flow
+from executor.model.tools import ToolRegistry
+from executor.model.validation import validate_flow
+from executor.observability import logs
+from executor.result import ExecutionResult
+from executor.views.diagram import render_graph
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "app", "follow", "main"]
+
+app = typer.Typer(
+    name="dagrelay",
+    help="Run DAG flows of typed tools, in-process or on Dramatiq workers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class GraphFormat(StrEnum):
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+# Commands -------------------------------------------------------------------------------
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dagrelay {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Run DAG flows of typed tools, in-process or on Dramatiq workers."""
+
+
+@app.command()
+def run(
+    flow: FlowArg,
+    tools: ToolsOpt = None,
+    input: InputOpt = None,
+    input_file: InputFileOpt = None,
+    json_output: Annotated[
+        bool,
+        typer.Option("--json", help="Print only the ExecutionResult as JSON on stdout."),
+    ] = False,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            "--redis",
+            envvar="DAGRELAY_REDIS_URL",
+            show_envvar=True,
+            help="Run on Dramatiq workers through this Redis (default: in-process).",
+        ),
+    ] = None,
+    report: Annotated[
+        str | None,
+        typer.Option(
+            "--report",
+            metavar="FILE",
+            help="Also write the run's timeline page here (.html; .svg: the chart alone).",
+        ),
+    ] = None,
+) -> None:
+    """Run a flow and show each step's status and timing.
+
+    In-process by default; with --redis on the workers serving that Redis (then --tools
+    is optional: the workers have the tools, and the flow's structure is checked here).
+
+    Exit code 0 if the run succeeded, 1 if it failed or is invalid, 2 on usage errors.
+    """
+    with guard():
+        url = (redis or "").strip() or None
+        if not tools and url is None:
+            fail(
+                "--tools MODULE is required (or set DAGRELAY_TOOLS); it is optional with --redis",
+                EXIT_USAGE,
+            )
+        data = parse_inputs(input, input_file)
+        flow_obj = read_flow(flow)
+        registry = read_tools(tools) if tools else ToolRegistry()
+        # Every problem at once, naming the file; without --tools (workers only) the
+        # structure, while the executor checks the inputs of the tools it knows.
+        validate_flow(flow_obj, registry if tools else None, source=flow)
+        with make_executor(registry, url) as executor, redis_errors(url):
+            handle = submit_flow(executor, flow_obj, data, flow)
+            # Live progress goes where the report goes, unless stdout is reserved for JSON.
+            progress_console = Console(stderr=True) if json_output else stdout_console()
+            try:
+                result = follow(handle, flow_obj, progress_console)
+            except KeyboardInterrupt:
+                handle.cancel()
+                result = handle.wait(30)
+                show_result(result, json_output)
+                if report:
+                    cli_report.write_report(result, report)
+                fail(f"interrupted: run {result.run_id} {result.status}", EXIT_INTERRUPTED)
+        show_result(result, json_output)
+        if report:
+            kind = cli_report.write_report(result, report)
+            if report != "-":
+                typer.echo(f"wrote {report} ({kind})", err=True)
+        if not result.succeeded:
+            fail(one_line(str(FlowFailedError(result))), EXIT_FAILED)
+
+
+def follow(handle: RunHandle, flow: Flow, console: Console) -> ExecutionResult:
+    """Wait for the run, with a live progress bar fed by its events on a terminal."""
+    if console.is_terminal:
+        watch(handle, console, flow.name, [s.id for s in flow.steps])
+    return handle.wait()
+
+
+@app.command()
+def validate(flow: FlowArg, tools: ToolsOpt = None) -> None:
+    """Check a flow: its structure, and with --tools its tools and their inputs.
+
+    Exit code 0 if valid, 1 (listing every problem) if not, 2 on usage errors.
+    """
+    with guard():
+        flow_obj = read_flow(flow)
+        registry = read_tools(tools) if tools else None
+        dag = validate_flow(flow_obj, registry, source=flow)
+        edges = sum(len(d) for d in dag.deps.values())
+        checked = (
+            f"tools and inputs checked against {tools}"
+            if registry is not None
+            else "structure only; pass --tools to check tools and inputs"
+        )
+        typer.echo(
+            f"ok: {flow}: flow {flow_obj.name!r} v{flow_obj.version}, "
+            f"{len(dag.steps)} steps, {edges} edges ({checked})"
+        )
+
+
+@app.command()
+def graph(
+    flow: FlowArg,
+    format: Annotated[
+        GraphFormat, typer.Option("--format", "-f", help="Diagram language.")
+    ] = GraphFormat.mermaid,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
+    ] = None,
+    result_file: Annotated[
+        str | None,
+        typer.Option(
+            "--result",
+            help="Annotate with a run's status and timing: JSON from `dagrelay run --json`.",
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run", help="Annotate with this run in Redis (see --redis)."),
+    ] = None,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            "--redis", envvar="DAGRELAY_REDIS_URL", show_envvar=True, help="Redis of --run."
+        ),
+    ] = None,
+) -> None:
+    """Draw a flow's DAG as mermaid or graphviz dot.
+
+    Map steps, conditions and trigger rules are marked; depends_on-only edges are dashed.
+    With --result or --run, each step shows its status and time, the critical path bold.
+    """
+    with guard():
+        if result_file and run_id:
+            fail("use either --result or --run, not both", EXIT_USAGE)
+        flow_obj = read_flow(flow)
+        result = read_result(result_file, flow_obj) if result_file else None
+        if run_id:
+            result = cli_report.fetch_result(check_run_id(run_id), redis_url(redis), None)
+            if result.flow_name != flow_obj.name:
+                fail(f"run {run_id} is of flow {result.flow_name!r}, not {flow_obj.name!r}", 2)
+        dag = validate_flow(flow_obj, None, source=flow)
+        text = render_graph(flow_obj, format.value, result=result, dag=dag)
+        if output is None:
+            typer.echo(text, nl=False)
+            return
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            fail(one_line(f"{output}: cannot write: {exc.strerror or exc}"), EXIT_USAGE)
+        typer.echo(f"wrote {output} ({format.value})", err=True)
+
+
+def read_result(path: str, flow: Flow) -> ExecutionResult:
+    """An `ExecutionResult` saved by `dagrelay run --json`, checked to be of `flow`."""
+    result = load_result(path)
+    if result.flow_name != flow.name:
+        fail(f"{path}: is a run of flow {result.flow_name!r}, not {flow.name!r}", EXIT_USAGE)
+    return result
+
+
+@app.command()
+def worker(
+    tools: ToolsOpt = None,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            "--redis", envvar="DAGRELAY_REDIS_URL", show_envvar=True, help="Redis to serve."
+        ),
+    ] = None,
+    processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
+    threads: Annotated[int, typer.Option("--threads", min=1)] = 8,
+    queues: Annotated[
+        list[str] | None,
+        typer.Option("--queues", "-Q", help="Queues to serve (repeat, or comma-separated)."),
+    ] = None,
+    async_steps: Annotated[
+        int,
+        typer.Option(
+            "--async-steps",
+            min=0,
+            envvar="DAGRELAY_ASYNC_STEPS",
+            help="Async steps a process runs at once without holding a thread (0: one "
+            "step per thread). Their messages are acknowledged when claimed; their "
+            "leases keep them safe.",
+        ),
+    ] = 0,
+) -> None:
+    """Run Dramatiq worker processes that execute flow steps (distributed mode)."""
+    from executor.cli.launch import run_worker  # only the worker needs the launcher
+
+    with guard():
+        if not tools:
+            fail("--tools MODULE is required (or set DAGRELAY_TOOLS)", EXIT_USAGE)
+        names = [q for part in queues or () for q in part.replace(",", " ").split()]
+        url = redis_url(redis) if redis else None  # a malformed URL: say so, here
+        try:
+            code = run_worker(tools, url, processes, threads, names, async_steps=async_steps)
+        except DagrelayError as exc:  # the tools module does not import
+            fail(one_line(str(exc)), EXIT_USAGE)
+    raise typer.Exit(code)
+
+
+cli_runs.register(app)
+cli_report.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    # Warnings and errors from libraries and tools, with run and step ids when known
+    # (DAGRELAY_LOG_FORMAT=json, DAGRELAY_LOG_LEVEL).
+    logs.configure(default_level=logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":
+    main()

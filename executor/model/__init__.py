@@ -1,0 +1,4 @@
+"""The flow model: tools, flows, references, conditions, the graph, validation and files.
+
+Nothing here runs anything; everything else builds on it.
+"""

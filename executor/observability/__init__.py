@@ -1,0 +1,1 @@
+"""Logs and traces: run and step ids on every record, OpenTelemetry spans per attempt."""

@@ -1,0 +1,1 @@
+"""A run's rules and records: the scheduling core, attempts, progress and events."""

@@ -1,0 +1,236 @@
+"""The rules of a DAG run, as pure Python: no I/O, no asyncio, no clocks.
+
+Every backend drives these rules. `Scheduler` answers the questions a transport asks
+(what does a step whose dependencies are all terminal become? does a failure stop the
+run? what is the run's status?); `RunState` is the in-memory bookkeeping the embedded
+backend and the reference tests use. The Redis backend keeps its counters in Lua and
+asks `Scheduler` the same questions.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from executor.model.dag import Dag
+from executor.model.predicates import PredicateError
+from executor.result import TERMINAL_STEP, RunStatus, StepError, StepStatus
+
+Decision = Literal["run", "skipped", "upstream_failed", "cancelled", "failed"]
+StopReason = Literal["failed", "cancelled", "timed_out"]
+_FAILED = frozenset({"failed", "upstream_failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What a step whose dependencies are all terminal becomes."""
+
+    decision: Decision
+    error: StepError | None = None
+
+
+# Shared (frozen) answers: `decide` runs for every step and most answers carry no error.
+_RUN = Resolution("run")
+_SKIPPED = Resolution("skipped")
+_UPSTREAM_FAILED = Resolution("upstream_failed")
+_CANCELLED = Resolution("cancelled")
+
+
+class Scheduler:
+    """Trigger rules, conditions, fail-fast and the run status for one flow."""
+
+    def __init__(self, dag: Dag) -> None:
+        self.dag = dag
+        self.fail_fast = dag.flow.on_failure == "fail_fast"
+        # A map step's `when` that reads `item`/`index` filters items (the backend
+        # evaluates it per item); any other `when` decides the whole step here.
+        self._per_item = frozenset(
+            sid
+            for sid, pred in dag.predicates.items()
+            if dag.steps[sid].map is not None and _reads_item(pred.tree)
+        )
+
+    def decide(
+        self,
+        step_id: str,
+        statuses: Mapping[str, StepStatus],
+        input: Any,
+        outputs: Mapping[str, Any],
+    ) -> Resolution:
+        """Decide a step once every dependency is terminal.
+
+        Args:
+            statuses: the status of (at least) each dependency.
+            outputs: outputs of succeeded steps (at least those `when` reads).
+        """
+        for d in self.dag.deps[step_id]:
+            if statuses[d] != "succeeded":  # else (the common case) no trigger rule says no
+                refused = self._trigger_refuses(step_id, statuses)
+                if refused is not None:
+                    return refused
+                break
+        predicate = self.dag.predicates.get(step_id)
+        if predicate is not None and step_id not in self._per_item:
+            try:
+                ok = predicate.evaluate(input, _only_succeeded(outputs, statuses, predicate.steps))
+            except PredicateError as exc:
+                return Resolution("failed", StepError(type="PredicateError", message=str(exc)))
+            if not ok:
+                return _SKIPPED
+        return _RUN
+
+    def _trigger_refuses(
+        self, step_id: str, statuses: Mapping[str, StepStatus]
+    ) -> Resolution | None:
+        """What the step's trigger rule makes of it when a dependency did not succeed
+        (None: it may run, if its `when` agrees)."""
+        dep_status = [statuses[d] for d in self.dag.deps[step_id]]
+        if "cancelled" in dep_status:
+            return _CANCELLED
+        trigger = self.dag.steps[step_id].trigger
+        if trigger == "all_success":
+            if any(s in _FAILED for s in dep_status):
+                return _UPSTREAM_FAILED
+            if "skipped" in dep_status:
+                return _SKIPPED
+        elif trigger == "none_failed" and any(s in _FAILED for s in dep_status):
+            return _UPSTREAM_FAILED
+        return None
+
+    def stops_run(self, status: StepStatus) -> bool:
+        """Whether a step ending with `status` stops the whole run (fail-fast)."""
+        return self.fail_fast and status == "failed"
+
+    @staticmethod
+    def run_status(statuses: Mapping[str, StepStatus], stop: StopReason | None) -> RunStatus:
+        """The status of a finished run."""
+        if stop in ("cancelled", "timed_out"):
+            return stop
+        if stop == "failed" or any(s in _FAILED for s in statuses.values()):
+            return "failed"
+        return "succeeded"
+
+
+def _reads_item(tree: ast.AST) -> bool:
+    return any(isinstance(n, ast.Name) and n.id in ("item", "index") for n in ast.walk(tree))
+
+
+def _only_succeeded(
+    outputs: Mapping[str, Any], statuses: Mapping[str, StepStatus], wanted: frozenset[str]
+) -> dict[str, Any]:
+    return {s: outputs.get(s) if statuses.get(s) == "succeeded" else None for s in wanted}
+
+
+@dataclass(slots=True)
+class Actions:
+    """What a backend must do after a state change."""
+
+    run: list[str] = field(default_factory=list)
+    resolved: list[tuple[str, StepStatus, StepError | None]] = field(default_factory=list)
+    cancel_running: list[str] = field(default_factory=list)
+
+
+class RunState:
+    """In-memory state of one run: statuses, outputs, unfinished-dependency counters."""
+
+    def __init__(self, dag: Dag, input: Any) -> None:
+        self.dag = dag
+        self.scheduler = Scheduler(dag)
+        self.input = input
+        self.status: dict[str, StepStatus] = dict.fromkeys(dag.steps, "pending")
+        self.outputs: dict[str, Any] = {}
+        self.remaining = {s: len(d) for s, d in dag.deps.items()}
+        self.unfinished = len(dag.steps)
+        self.stop_reason: StopReason | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Every step is terminal."""
+        return self.unfinished == 0
+
+    def run_status(self) -> RunStatus:
+        """`running` until every step is terminal, then the final status."""
+        if not self.finished:
+            return "running"
+        return self.scheduler.run_status(self.status, self.stop_reason)
+
+    def start(self) -> Actions:
+        """Resolve the roots."""
+        actions = Actions()
+        self._resolve([s for s, n in self.remaining.items() if n == 0], actions)
+        return actions
+
+    def mark_running(self, step_id: str) -> None:
+        """A queued step has started."""
+        if self.status[step_id] == "queued":
+            self.status[step_id] = "running"
+
+    def finish(self, step_id: str, status: StepStatus, output: Any = None) -> Actions:
+        """Record a step's terminal status; returns what becomes ready or stops.
+
+        A second finish of a terminal step is ignored (exactly-once recording).
+        """
+        actions = Actions()
+        if self.status[step_id] in TERMINAL_STEP:
+            return actions
+        self._set(step_id, status, output)
+        if self.scheduler.stops_run(status) and self.stop_reason is None:
+            self._stop("failed", actions)
+            return actions
+        self._release(step_id, actions)
+        return actions
+
+    def stop(self, reason: StopReason) -> Actions:
+        """Stop the run: cancel what has not started, ask to cancel what runs."""
+        actions = Actions()
+        if self.stop_reason is None and not self.finished:
+            self._stop(reason, actions)
+        return actions
+
+    def _stop(self, reason: StopReason, actions: Actions) -> None:
+        self.stop_reason = reason
+        for sid, st in self.status.items():
+            if st in ("pending", "queued"):
+                self._set(sid, "cancelled", None)
+                actions.resolved.append((sid, "cancelled", None))
+            elif st == "running":
+                actions.cancel_running.append(sid)
+
+    def _set(self, step_id: str, status: StepStatus, output: Any) -> None:
+        self.status[step_id] = status
+        self.unfinished -= 1
+        if status == "succeeded":
+            self.outputs[step_id] = output
+
+    def _release(self, step_id: str, actions: Actions) -> None:
+        ready: list[str] = []
+        for child in self.dag.dependents[step_id]:
+            self.remaining[child] -= 1
+            if self.remaining[child] == 0 and self.status[child] == "pending":
+                ready.append(child)
+        if ready:
+            self._resolve(ready, actions)
+
+    def _resolve(self, ready: list[str], actions: Actions) -> None:
+        # A worklist, not recursion: a skip can cascade down a 10,000-step chain.
+        work = list(reversed(ready))
+        while work:
+            sid = work.pop()
+            if self.stop_reason is not None:
+                return
+            res = self.scheduler.decide(sid, self.status, self.input, self.outputs)
+            if res.decision == "run":
+                self.status[sid] = "queued"
+                actions.run.append(sid)
+                continue
+            self._set(sid, res.decision, None)
+            actions.resolved.append((sid, res.decision, res.error))
+            if self.scheduler.stops_run(res.decision):
+                self._stop("failed", actions)
+                return
+            for child in reversed(self.dag.dependents[sid]):
+                self.remaining[child] -= 1
+                if self.remaining[child] == 0 and self.status[child] == "pending":
+                    work.append(child)
