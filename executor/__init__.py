@@ -4,18 +4,16 @@ Everything users need is importable from here; `__all__` is the public API.
 """
 
 from executor.client import FlowExecutor
-from executor.errors import (
-    DagrelayError,
-    FlowFailedError,
-    FlowValidationError,
-    RunNotFoundError,
-)
+from executor.errors import DagrelayError, FlowValidationError, RunNotFoundError
 from executor.handle import RunHandle
-from executor.model.flow import Flow, Step, load_flow
+from executor.model.flow import Flow, load_flow
 from executor.model.retry import RetryPolicy
+from executor.model.spec import Step
 from executor.model.tools import Tool, ToolRegistry, default_registry, load_tools, tool
-from executor.result import Attempt, ExecutionResult, StepError, StepRecord
+from executor.result import ExecutionResult, FlowFailedError
 from executor.run.events import RunEvent
+from executor.run.records import Attempt, StepError, StepRecord
+from executor.version import __version__ as __version__
 
 __all__ = [
     "Attempt",
@@ -39,4 +37,3 @@ __all__ = [
     "load_tools",
     "tool",
 ]
-__version__ = "0.1.0"

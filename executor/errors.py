@@ -1,11 +1,9 @@
-"""Exceptions users see: invalid flows up front, failed runs on request."""
+"""Exceptions users see: invalid flows up front, missing runs, bad inputs and outputs.
+
+`FlowFailedError` lives beside `ExecutionResult`, which raises it.
+"""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from executor.result import ExecutionResult
 
 
 class DagrelayError(Exception):
@@ -31,17 +29,6 @@ class FlowValidationError(DagrelayError, ValueError):
             return f"{prefix}{self.problems[0]}"
         lines = "\n".join(f"  - {p}" for p in self.problems)
         return f"{prefix}{len(self.problems)} problems:\n{lines}"
-
-
-class FlowFailedError(DagrelayError):
-    """Raised by `ExecutionResult.raise_for_status()` when a run did not succeed."""
-
-    def __init__(self, result: ExecutionResult) -> None:
-        self.result = result
-        super().__init__(
-            f"run {result.run_id} of flow {result.flow_name!r} {result.status}"
-            + (f": {result.error}" if result.error else "")
-        )
 
 
 class StepInputError(DagrelayError):

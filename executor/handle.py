@@ -5,8 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
-from executor.result import ExecutionResult, RunStatus
+from executor.result import ExecutionResult
 from executor.run.events import RunEvent
+from executor.run.records import RunStatus
 
 
 class RunHandle(ABC):

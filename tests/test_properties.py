@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from executor import Flow, FlowExecutor, Step, ToolRegistry, tool
-from executor.result import StepStatus
+from executor.run.records import StepStatus
 from executor.run.scheduling import RunState
 
 registry = ToolRegistry()

@@ -15,19 +15,19 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from executor.backends.redis.claims import Claim, Terminal
+from executor.backends.redis.claims import Claim, NextClaim, Terminal
 from executor.backends.redis.coordinator import now_iso
 from executor.backends.redis.run_context import RunContext
 from executor.backends.redis.store import RedisStore
 from executor.errors import ToolOutputError
-from executor.model.flow import Step
 from executor.model.references import Scope
 from executor.model.retry import NO_RETRY
+from executor.model.spec import Step
 from executor.model.tools import Tool, ToolRegistry, check_output_size
 from executor.observability.tracing import record_error, record_items
-from executor.result import StepError
 from executor.run.attempts import call_tool, format_tb, map_step
 from executor.run.progress import StepProgress
+from executor.run.records import StepError
 from workers.monitor import Monitor
 from workers.settings import Settings
 
@@ -37,6 +37,10 @@ Outcome = tuple[str, Any, Exception | None, StepError | None]
 Records = tuple[dict[str, Any], dict[str, Any]]
 # Sends a step's next attempt: (run, step, attempt, delay ms or None).
 Resend = Callable[[RunContext, str, int, int | None], None]
+
+
+# A terminal status to record: what, the output as data, dependents to claim ahead.
+Completing = tuple[Terminal, Any, tuple[NextClaim, ...]]
 
 
 class Attempts:

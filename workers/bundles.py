@@ -18,17 +18,66 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from executor.backends.redis.claims import Claim, new_token
 from executor.backends.redis.coordinator import Keep, now_iso
 from executor.backends.redis.run_context import RunContext
+from executor.backends.redis.store import RedisStore
+from executor.model.spec import Step
+from executor.model.tools import Tool, ToolRegistry
+from workers.attempt import Attempts, Completing, Outcome, Records
+from workers.settings import Settings
 from workers.tracing import step_scope
 
-if TYPE_CHECKING:
-    from workers.runtime import Completing, StepRuntime
-
 log = logging.getLogger("dagrelay.worker")
+
+
+class StepRuntime(Protocol):
+    """What a bundle takes from the worker's runtime (`workers.runtime.StepRuntime`)."""
+
+    settings: Settings
+    registry: ToolRegistry
+    store: RedisStore
+    attempts: Attempts
+
+    @property
+    def worker(self) -> str: ...
+
+    def _loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def _continue(
+        self,
+        ctx: RunContext,
+        step_id: str,
+        keep: Keep | None,
+        attempt: int = 1,
+        inplace: bool = True,
+    ) -> None: ...
+
+    def _preclaimed(self) -> dict[str, Claim]: ...
+
+    def _take_drops(self) -> list[str]: ...
+
+    def _outcome(
+        self,
+        ctx: RunContext,
+        step: Step,
+        tool: Tool | None,
+        claim: Claim,
+        records: Records,
+        outcome: Outcome,
+        keep: Keep | None,
+        ahead: bool,
+    ) -> Completing | None: ...
+
+    def _complete(
+        self,
+        ctx: RunContext,
+        items: list[Completing],
+        keep: Keep | None,
+        scopes: list[contextvars.Context] | None = None,
+    ) -> list[list[str]]: ...
 
 
 def run_bundle(

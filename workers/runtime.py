@@ -8,19 +8,18 @@ import logging
 import os
 import socket
 import threading
-from typing import Any
 
 import dramatiq
 
 from executor.backends.redis.backend import BrokerSender
-from executor.backends.redis.claims import Claim, NextClaim, Terminal, new_token
+from executor.backends.redis.claims import Claim, NextClaim, new_token
 from executor.backends.redis.coordinator import Coordinator, Keep, now_iso
 from executor.backends.redis.run_context import RunContext
 from executor.backends.redis.store import RedisStore
 from executor.errors import RunNotFoundError
-from executor.model.flow import Step
+from executor.model.spec import Step
 from executor.model.tools import Tool, ToolRegistry
-from workers.attempt import Attempts, Outcome, Records
+from workers.attempt import Attempts, Completing, Outcome, Records
 from workers.bundles import run_bundle
 from workers.detached import AsyncSteps
 from workers.monitor import Monitor
@@ -31,8 +30,6 @@ from workers.tracing import step_scope
 log = logging.getLogger("dagrelay.worker")
 # Dependents a step keeps, and the scope (span, log ids) it coordinated them in.
 Kept = tuple[list[str], contextvars.Context | None]
-# A terminal status to record: what, the output as data, dependents to claim ahead.
-Completing = tuple[Terminal, Any, tuple[NextClaim, ...]]
 # Dependents of at most this many dependencies are claimed ahead (see `_next_claims`).
 AHEAD_MAX_DEPS = 2
 # A step whose tool has no free slot comes back after this long (still queued).
@@ -51,7 +48,7 @@ class StepRuntime:
         self.sender = BrokerSender(broker)
         self.coordinator = Coordinator(store, self.sender, self._tool_timeout)
         self.monitor = Monitor(store, settings.lease_seconds)
-        self.sweeper = Sweeper(self)
+        self.sweeper = Sweeper(store, self.coordinator, self.send_step, settings.sweep_seconds)
         self.worker_base = f"{socket.gethostname()}:{os.getpid()}"
         self._local = threading.local()
         self.draining = False  # shutting down: no new work in place

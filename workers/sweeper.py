@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-from executor.backends.redis.coordinator import now_iso
+from executor.backends.redis.coordinator import Coordinator, now_iso
+from executor.backends.redis.run_context import RunContext
+from executor.backends.redis.store import RedisStore
 from executor.errors import RunNotFoundError
 from workers.periodic import Periodic
 
-if TYPE_CHECKING:
-    from workers.runtime import StepRuntime
+# Sends a step's attempt again: (run, step, attempt, delay in ms or None).
+SendStep = Callable[[RunContext, str, int, int | None], None]
 
 log = logging.getLogger("dagrelay.worker")
 
@@ -22,17 +24,20 @@ class Sweeper(Periodic):
 
     name = "dagrelay-sweeper"
 
-    def __init__(self, runtime: StepRuntime) -> None:
-        super().__init__(runtime.settings.sweep_seconds)
-        self.runtime = runtime
+    def __init__(
+        self, store: RedisStore, coordinator: Coordinator, send_step: SendStep, period: float
+    ) -> None:
+        super().__init__(period)
+        self.store = store
+        self.coordinator = coordinator
+        self.send_step = send_step
 
     def tick(self) -> None:
         self.sweep()
 
     def sweep(self) -> None:
         """One pass: expired leases and run deadlines."""
-        rt = self.runtime
-        store = rt.store
+        store, coordinator = self.store, self.coordinator
         now = time.time()
         for run_id, step_id in store.expired_leases(now):
             if not store.take_lease_hint(run_id, step_id):
@@ -41,18 +46,18 @@ class Sweeper(Periodic):
             if kind == 0:
                 continue
             try:
-                ctx = rt.coordinator.context(run_id)
+                ctx = coordinator.context(run_id)
             except RunNotFoundError:
                 continue
             if kind == 3:
-                rt.coordinator.repair(ctx, step_id)
+                coordinator.repair(ctx, step_id)
             elif kind == 1:
                 log.warning(
                     "run %s step %s: worker lost, sending attempt %s", run_id, step_id, attempt
                 )
-                rt.send_step(ctx, step_id, attempt, None)
+                self.send_step(ctx, step_id, attempt, None)
             else:
-                rt.coordinator.completed(
+                coordinator.completed(
                     ctx,
                     step_id,
                     "cancelled",
@@ -66,6 +71,6 @@ class Sweeper(Periodic):
         for run_id in store.overdue_runs(now):
             store.client.zrem(store.deadlines_key, run_id)
             try:
-                rt.coordinator.stop(run_id, "timed_out")
+                coordinator.stop(run_id, "timed_out")
             except RunNotFoundError:
                 continue

@@ -25,9 +25,9 @@ from rich.progress import (
 from rich.text import Text
 
 from executor.handle import RunHandle
-from executor.result import TERMINAL_STEP
 from executor.run.events import RunEvent
-from executor.views.diagram import format_seconds
+from executor.run.records import TERMINAL_STEP
+from executor.views.format import format_seconds
 from executor.views.report import event_line
 
 

@@ -20,7 +20,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from executor import __version__
 from executor.cli import report as cli_report
 from executor.cli import runs as cli_runs
 from executor.cli.common import (
@@ -48,13 +47,14 @@ from executor.cli.common import (
     submit_flow,
 )
 from executor.cli.live import watch
-from executor.errors import DagrelayError, FlowFailedError
+from executor.errors import DagrelayError
 from executor.handle import RunHandle
 from executor.model.flow import Flow
 from executor.model.tools import ToolRegistry
 from executor.model.validation import validate_flow
 from executor.observability import logs
-from executor.result import ExecutionResult
+from executor.result import ExecutionResult, FlowFailedError
+from executor.version import __version__
 from executor.views.diagram import render_graph
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "app", "follow", "main"]

@@ -34,7 +34,8 @@ from executor.cli.common import (
     redis_url,
 )
 from executor.model.tools import ToolRegistry
-from executor.result import TERMINAL_RUN, ExecutionResult
+from executor.result import ExecutionResult
+from executor.run.records import TERMINAL_RUN
 from executor.views.timeline.chart import render_html, render_svg
 
 

@@ -45,10 +45,11 @@ from executor.cli.common import (
 )
 from executor.cli.live import watch
 from executor.client import FlowExecutor
-from executor.errors import FlowFailedError, RunNotFoundError
+from executor.errors import RunNotFoundError
 from executor.model.tools import ToolRegistry
 from executor.model.validation import validate_flow
-from executor.result import TERMINAL_RUN, ExecutionResult
+from executor.result import ExecutionResult, FlowFailedError
+from executor.run.records import TERMINAL_RUN
 from executor.views.report import runs_table, status_line
 
 SCAN_LIMIT = 10_000  # runs looked at when filtering by status or flow

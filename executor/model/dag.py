@@ -6,15 +6,15 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from executor.model.flow import Flow, Step
 from executor.model.predicates import Predicate
+from executor.model.spec import FlowSpec, Step
 
 
 @dataclass(slots=True)
 class Dag:
     """The checked graph of a flow, what schedulers walk."""
 
-    flow: Flow
+    flow: FlowSpec
     steps: dict[str, Step]
     deps: dict[str, tuple[str, ...]]
     dependents: dict[str, tuple[str, ...]]

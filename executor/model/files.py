@@ -1,4 +1,4 @@
-"""Flow files: YAML and JSON read into a `Flow` and written back, with limits.
+"""Flow files: YAML and JSON read into a flow and written back, with limits.
 
 The limits make a bad file cost nothing, and every failure becomes one
 `FlowValidationError` naming the file and the problem, so no parser traceback reaches
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import ValidationError
 
 from executor.errors import FlowValidationError
-from executor.model.flow import Flow
+from executor.model.spec import FlowSpec
 from executor.model.yaml_limits import MAX_DEPTH, MAX_NODES, load_yaml
 
 # MAX_DEPTH and MAX_NODES belong to the YAML loader, which must enforce them while it
@@ -26,10 +26,12 @@ MAX_STEPS = 2000
 MAX_STRING = 64 * 1024
 
 Format = Literal["yaml", "json"]
+F = TypeVar("F", bound=FlowSpec)
 
 
-def load_flow_file(path: str | Path) -> Flow:
-    """Read a `.yaml`, `.yml` or `.json` flow file (other names are tried as YAML).
+def load_flow_file(path: str | Path, into: type[F]) -> F:
+    """Read a `.yaml`, `.yml` or `.json` flow file (other names are tried as YAML) into
+    the flow class `into`.
 
     Raises:
         FlowValidationError: one, naming the file and what is wrong with it.
@@ -48,11 +50,11 @@ def load_flow_file(path: str | Path) -> Flow:
     except ValueError as exc:  # e.g. a NUL byte in the path
         raise FlowValidationError(f"invalid path: {exc}", source) from None
     fmt: Format = "json" if p.suffix.lower() == ".json" else "yaml"
-    return parse_flow(data, fmt, source)
+    return parse_flow(data, fmt, source, into)
 
 
-def parse_flow(text: str | bytes, fmt: Format, source: str | None = None) -> Flow:
-    """Parse flow text in the given format, within the limits."""
+def parse_flow(text: str | bytes, fmt: Format, source: str | None, into: type[F]) -> F:
+    """Parse flow text in the given format, within the limits, into the flow class `into`."""
     source = source or f"<{fmt}>"
     if isinstance(text, str):
         try:
@@ -81,12 +83,12 @@ def parse_flow(text: str | bytes, fmt: Format, source: str | None = None) -> Flo
         )
     _check_shape(data, source)
     try:
-        return Flow.model_validate(data)
+        return into.model_validate(data)
     except ValidationError as exc:
         raise FlowValidationError(_pydantic_problems(exc, data), source) from None
 
 
-def dump_flow(flow: Flow, fmt: Format) -> str:
+def dump_flow(flow: FlowSpec, fmt: Format) -> str:
     """Serialize a flow so that `parse_flow` reads back an equal one."""
     data = flow.model_dump(mode="json", exclude_defaults=True)
     if fmt == "json":

@@ -6,14 +6,14 @@ from collections.abc import Iterable
 
 from executor.errors import FlowValidationError
 from executor.model.dag import Dag, find_cycle
-from executor.model.flow import Flow, Step
 from executor.model.predicates import Predicate, PredicateError, parse_predicate
 from executor.model.references import STEP_ID, ReferenceSyntaxError, iter_refs, parse_ref
+from executor.model.spec import FlowSpec, Step
 from executor.model.tools import ToolRegistry
 
 
 def validate_flow(
-    flow: Flow, registry: ToolRegistry | None = None, source: str | None = None
+    flow: FlowSpec, registry: ToolRegistry | None = None, source: str | None = None
 ) -> Dag:
     """Check a flow and build its graph.
 

@@ -24,8 +24,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from executor.handle import RunHandle
-from executor.result import ExecutionResult, RunStatus, StepError, StepRecord
+from executor.result import ExecutionResult
 from executor.run.events import RunEvent
+from executor.run.records import RunStatus, StepError, StepRecord
+from executor.version import __version__
 
 try:
     from opentelemetry import context as otel_context
@@ -41,7 +43,7 @@ except ImportError:  # pragma: no cover - exercised where the extra is not insta
 if TYPE_CHECKING:
     import concurrent.futures
 
-    from executor.model.flow import Flow
+    from executor.model.spec import FlowSpec
 
 TRACER = "dagrelay"
 CONTEXT_KEYS = ("traceparent", "tracestate")
@@ -70,8 +72,6 @@ def _tracer() -> Any | None:
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return None
     if _cached[0] is not provider:
-        from executor import __version__
-
         _cached = (provider, provider.get_tracer(TRACER, __version__))
     return _cached[1]
 
@@ -206,7 +206,7 @@ class RunSpan:
         span.end()
 
 
-def start_run(run_id: str, flow: Flow, backend: str) -> RunSpan | None:
+def start_run(run_id: str, flow: FlowSpec, backend: str) -> RunSpan | None:
     """Start the span of a run being submitted; None when nothing would record it."""
     tracer = _tracer() if AVAILABLE else None
     if tracer is None:

@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from executor.errors import StepInputError
-from executor.model.flow import Step
 from executor.model.predicates import Predicate, PredicateError
 from executor.model.references import Scope, parse_ref
 from executor.model.retry import RetryPolicy
+from executor.model.spec import Step
 from executor.model.tools import Tool
-from executor.result import StepError, StepStatus
 from executor.run.progress import AttemptProgress, StepProgress
+from executor.run.records import StepError, StepStatus
 
 
 def now() -> datetime:

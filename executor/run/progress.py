@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from executor.result import StepError, StepRecord, StepStatus
+from executor.run.records import StepError, StepRecord, StepStatus
 
 
 def to_datetime(t: float | None) -> datetime | None:

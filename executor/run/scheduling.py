@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from executor.model.dag import Dag
 from executor.model.predicates import PredicateError
-from executor.result import TERMINAL_STEP, RunStatus, StepError, StepStatus
+from executor.run.records import TERMINAL_STEP, RunStatus, StepError, StepStatus
 
 Decision = Literal["run", "skipped", "upstream_failed", "cancelled", "failed"]
 StopReason = Literal["failed", "cancelled", "timed_out"]

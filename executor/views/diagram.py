@@ -2,7 +2,7 @@
 
 Each node shows the step id and its tool; map steps, `when` conditions and trigger rules
 are marked in the label (and by the node's shape); ordering-only `depends_on` edges are
-dashed. Given an `ExecutionResult`, each node also shows its status and duration, nodes
+dashed. Given a `RunRecord`, each node also shows its status and duration, nodes
 are coloured by status and the critical path's edges are drawn bold.
 
     from executor.views.diagram import render_graph
@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from executor.model.dag import Dag
-from executor.model.flow import Flow
 from executor.model.references import ReferenceSyntaxError, iter_refs, parse_ref
+from executor.model.spec import FlowSpec
 from executor.model.validation import validate_flow
-from executor.result import ExecutionResult, StepRecord
+from executor.run.records import RunRecord, StepRecord
+from executor.views.format import format_seconds
 
 GraphFormat = Literal["mermaid", "dot"]
 FORMATS: tuple[GraphFormat, ...] = ("mermaid", "dot")
@@ -70,9 +71,9 @@ class Graph:
 
 
 def render_graph(
-    flow: Flow,
+    flow: FlowSpec,
     fmt: GraphFormat = "mermaid",
-    result: ExecutionResult | None = None,
+    result: RunRecord | None = None,
     dag: Dag | None = None,
 ) -> str:
     """The flow's DAG as mermaid or dot text (ending in a newline).
@@ -92,17 +93,17 @@ def render_graph(
     raise ValueError(f"unknown graph format {fmt!r} (use {' or '.join(FORMATS)})")
 
 
-def to_mermaid(flow: Flow, result: ExecutionResult | None = None) -> str:
+def to_mermaid(flow: FlowSpec, result: RunRecord | None = None) -> str:
     """The flow as a mermaid `flowchart TD`."""
     return render_graph(flow, "mermaid", result)
 
 
-def to_dot(flow: Flow, result: ExecutionResult | None = None) -> str:
+def to_dot(flow: FlowSpec, result: RunRecord | None = None) -> str:
     """The flow as a graphviz `digraph`."""
     return render_graph(flow, "dot", result)
 
 
-def build_graph(flow: Flow, result: ExecutionResult | None = None, dag: Dag | None = None) -> Graph:
+def build_graph(flow: FlowSpec, result: RunRecord | None = None, dag: Dag | None = None) -> Graph:
     """Nodes and edges of a flow (validated for structure), annotated from `result`."""
     if dag is None:
         dag = validate_flow(flow, None)
@@ -169,24 +170,6 @@ def _run_line(rec: StepRecord) -> str:
     elif len(rec.attempts) > 1:
         parts.append(f"{len(rec.attempts)} attempts")
     return " · ".join(parts)
-
-
-def format_seconds(seconds: float | None) -> str:
-    """A duration for people: `850 µs`, `12.3 ms`, `1.52 s`, `2m 05s`; `-` for None."""
-    if seconds is None:
-        return "-"
-    if seconds <= 0:
-        return "0 s"
-    if seconds < 0.001:
-        return f"{seconds * 1e6:.0f} µs"
-    if seconds < 0.01:
-        return f"{seconds * 1000:.1f} ms"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}m {rest:02d}s"
 
 
 def _cut(text: str) -> str:

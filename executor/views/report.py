@@ -1,5 +1,7 @@
-"""Rich renderings of runs for the command line: the step table and the summary line of
-a run, its one-line status, its events as lines, and the table of recent runs."""
+"""Runs as rich text for a terminal: step table, summary, status line, events, recent runs.
+
+Also where a failure happened (`failures`, `failure_place`), for the page as well.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +16,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from executor.result import (
-    TERMINAL_RUN,
-    TERMINAL_STEP,
-    ExecutionResult,
-    StepError,
-    StepRecord,
-)
 from executor.run.events import RunEvent
-from executor.views.diagram import format_seconds
+from executor.run.records import TERMINAL_RUN, TERMINAL_STEP, RunRecord, StepError, StepRecord
+from executor.views.format import format_age, format_seconds
 
 STATUS_STYLES: dict[str, str] = {
     "succeeded": "green",
@@ -49,7 +45,7 @@ def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLES.get(status, ""))
 
 
-def step_table(result: ExecutionResult, *, items: bool = True, show_worker: bool = True) -> Table:
+def step_table(result: RunRecord, *, items: bool = True, show_worker: bool = True) -> Table:
     """One row per step (in flow order), plus up to `MAX_ITEM_ROWS` rows per map step.
 
     Args:
@@ -104,7 +100,7 @@ def _row(rec: StepRecord, name: Text, show_worker: bool) -> list[RenderableType]
     return row
 
 
-def workers(result: ExecutionResult) -> list[str]:
+def workers(result: RunRecord) -> list[str]:
     """Every worker any step of the run ran on, sorted."""
     found = set()
     for rec in result.steps.values():
@@ -131,7 +127,7 @@ def step_worker(rec: StepRecord) -> str | None:
     return None
 
 
-def summary_text(result: ExecutionResult) -> Text:
+def summary_text(result: RunRecord) -> Text:
     """One line: status, wall time, step time, critical path (time and steps), parallelism."""
     text = Text()
     text.append(result.status, style=STATUS_STYLES.get(result.status, "") + " bold")
@@ -150,7 +146,7 @@ def summary_text(result: ExecutionResult) -> Text:
     return text
 
 
-def output_text(result: ExecutionResult) -> Text | None:
+def output_text(result: RunRecord) -> Text | None:
     """The run's output as indented JSON (cut to a readable size), or None if it has none."""
     if result.output is None:
         return None
@@ -160,7 +156,7 @@ def output_text(result: ExecutionResult) -> Text | None:
     return Text("output: ", style="bold") + Text(body)
 
 
-def print_run_report(console: Console, result: ExecutionResult) -> None:
+def print_run_report(console: Console, result: RunRecord) -> None:
     """Everything `dagrelay run` prints at the end: the step table, output and summary.
 
     On a narrow console a run that used a single worker names it in the summary instead
@@ -184,7 +180,7 @@ def print_run_report(console: Console, result: ExecutionResult) -> None:
 Failure = tuple[StepRecord, int | None, StepError, bool]
 
 
-def failures(result: ExecutionResult) -> list[Failure]:
+def failures(result: RunRecord) -> list[Failure]:
     """Every error worth reading, as (record, attempt number, error, final).
 
     `final` errors failed their step (first, in flow order); the others are attempts
@@ -285,7 +281,7 @@ def tool_frames(traceback: str) -> tuple[list[str], int]:
     return out, hidden
 
 
-def error_report(result: ExecutionResult) -> list[RenderableType]:
+def error_report(result: RunRecord) -> list[RenderableType]:
     """Panels for the steps that failed, then one line per attempt a retry recovered."""
     found = failures(result)
     final = [f for f in found if f[3]]
@@ -305,14 +301,14 @@ def error_report(result: ExecutionResult) -> list[RenderableType]:
     return out
 
 
-def steps_done(result: ExecutionResult) -> tuple[int, int, int]:
+def steps_done(result: RunRecord) -> tuple[int, int, int]:
     """How many of the run's steps are finished, running, and how many there are."""
     statuses = [rec.status for rec in result.steps.values()]
     done = sum(s in TERMINAL_STEP for s in statuses)
     return done, sum(s == "running" for s in statuses), len(statuses)
 
 
-def status_line(result: ExecutionResult, now: datetime | None = None) -> Text:
+def status_line(result: RunRecord, now: datetime | None = None) -> Text:
     """One line about a run: id, flow, status, steps done, time, and its error if any."""
     done, running, total = steps_done(result)
     text = Text(result.run_id)
@@ -348,18 +344,6 @@ def event_line(event: RunEvent) -> Text:
     if event.error:
         text.append(f"  {_first_line(event.error)}", style="red")
     return text
-
-
-def format_age(seconds: float) -> str:
-    """How long ago, roughly: `8s`, `5m`, `3h 05m`, `2d 04h`."""
-    s = max(int(seconds), 0)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    return f"{s // 86400}d {s % 86400 // 3600:02d}h"
 
 
 def runs_table(runs: Sequence[tuple[str, Mapping[str, str]]], now: datetime | None = None) -> Table:

@@ -14,9 +14,10 @@ from executor.errors import RunNotFoundError
 from executor.handle import RunHandle
 from executor.model.dag import Dag
 from executor.model.tools import Tool, ToolRegistry
-from executor.result import ExecutionResult, RunStatus
+from executor.result import ExecutionResult
 from executor.run.attempts import call_tool
 from executor.run.events import RunEvent
+from executor.run.records import RunStatus
 
 __all__ = ["LocalBackend", "LocalRun", "LocalRunHandle"]
 

@@ -7,32 +7,30 @@ import contextlib
 import functools
 import json
 import time
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from executor.errors import ToolOutputError
 from executor.model.dag import Dag
 from executor.model.references import Scope
 from executor.model.retry import NO_RETRY
-from executor.model.tools import check_output_size
+from executor.model.tools import Tool, ToolRegistry, check_output_size
 from executor.observability.logs import bind as bind_log_ids
-from executor.result import (
+from executor.result import ExecutionResult
+from executor.run.attempts import map_step, now, run_attempts
+from executor.run.events import EventLog
+from executor.run.progress import StepProgress, to_datetime
+from executor.run.records import (
     TERMINAL_RUN,
     TERMINAL_STEP,
-    ExecutionResult,
     RunStatus,
     StepError,
     StepRecord,
     StepStatus,
     summarize,
 )
-from executor.run.attempts import map_step, now, run_attempts
-from executor.run.events import EventLog
-from executor.run.progress import StepProgress, to_datetime
 from executor.run.scheduling import Actions, RunState
-
-if TYPE_CHECKING:
-    from executor.backends.embedded.backend import LocalBackend
 
 # A task runs at most this many steps in a row before it lets the loop run others.
 _YIELD_EVERY = 16
@@ -40,10 +38,23 @@ _YIELD_EVERY = 16
 _TAKEN = StepProgress("", "")
 
 
+class Host(Protocol):
+    """What a run takes from the backend it runs on (`LocalBackend`)."""
+
+    registry: ToolRegistry
+    worker: str
+    max_concurrency: int | None
+    max_output_bytes: int | None
+
+    def slot(self, tool: Tool) -> contextlib.AbstractAsyncContextManager[Any]: ...
+
+    def call(self, tool: Tool, kwargs: dict[str, Any], timeout: float | None) -> Awaitable[Any]: ...
+
+
 class LocalRun:
     """One run on an event loop: starts each step the moment its dependencies are done."""
 
-    def __init__(self, backend: LocalBackend, dag: Dag, inputs: Any, run_id: str) -> None:
+    def __init__(self, backend: Host, dag: Dag, inputs: Any, run_id: str) -> None:
         self.backend = backend
         self.dag = dag
         self.flow = dag.flow

@@ -23,15 +23,9 @@ from executor.handle import RunHandle
 from executor.model.dag import Dag
 from executor.model.tools import ToolRegistry
 from executor.observability.tracing import current_context as trace_context
-from executor.result import (
-    TERMINAL_RUN,
-    Attempt,
-    ExecutionResult,
-    RunStatus,
-    StepRecord,
-    summarize,
-)
+from executor.result import ExecutionResult
 from executor.run.events import RunEvent
+from executor.run.records import TERMINAL_RUN, Attempt, RunStatus, StepRecord, summarize
 
 _PASSWORD = re.compile(r"^([a-z0-9+.-]*://[^:/@]*:)[^/]*@", re.IGNORECASE)
 # Dramatiq's own time limit is only a backstop behind dagrelay's per-attempt timeouts.

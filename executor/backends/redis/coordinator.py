@@ -21,7 +21,7 @@ from executor.backends.redis.run_context import RunContext
 from executor.backends.redis.store import RedisStore
 from executor.model.flow import Flow
 from executor.model.references import Scope
-from executor.result import StepError
+from executor.run.records import StepError
 
 FLOW_CACHE = 32  # parsed flows kept per process
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from executor.backends.redis.messages import DEFAULT_QUEUE
 from executor.model.dag import Dag
-from executor.model.flow import Flow
 from executor.model.references import iter_refs, parse_ref
+from executor.model.spec import FlowSpec
 from executor.model.validation import validate_flow
 from executor.run.scheduling import Scheduler
 
@@ -24,7 +24,7 @@ class RunContext:
     needs: dict[str, tuple[str, ...]]  # steps whose outputs each step's inputs read
 
     @classmethod
-    def build(cls, run_id: str, flow: Flow, inputs: Any, dag: Dag | None = None) -> RunContext:
+    def build(cls, run_id: str, flow: FlowSpec, inputs: Any, dag: Dag | None = None) -> RunContext:
         dag = dag or validate_flow(flow)
         needs = {}
         for sid, step in dag.steps.items():

@@ -22,8 +22,8 @@ import itertools
 import math
 from datetime import datetime
 
-from executor.result import ExecutionResult
-from executor.views.diagram import format_seconds
+from executor.run.records import RunRecord
+from executor.views.format import format_seconds
 from executor.views.timeline.layout import (
     _X,
     BAR_H,
@@ -51,9 +51,7 @@ from executor.views.timeline.layout import (
 from executor.views.timeline.page import render_page
 
 
-def render_svg(
-    result: ExecutionResult, now: datetime | None = None, *, heading: bool = True
-) -> str:
+def render_svg(result: RunRecord, now: datetime | None = None, *, heading: bool = True) -> str:
     """The run's Gantt chart alone, as a standalone SVG document (with its legend).
 
     Args:
@@ -312,7 +310,7 @@ LEGEND = (
 )
 
 
-def _legend(y: float, result: ExecutionResult) -> str:
+def _legend(y: float, result: RunRecord) -> str:
     parts = [f'<g class="dr-legend"><text x="12" y="{y + 4}" class="dr-g">legend</text>']
     xx = 70.0
     for key, text in LEGEND:
@@ -357,7 +355,7 @@ def _legend(y: float, result: ExecutionResult) -> str:
     return "".join(parts)
 
 
-def render_html(result: ExecutionResult, now: datetime | None = None) -> str:
+def render_html(result: RunRecord, now: datetime | None = None) -> str:
     """One self-contained HTML page: the run's numbers, its timeline, critical path,
     steps and errors. No scripts, nothing fetched."""
     return render_page(result, render_svg(result, now, heading=False))

@@ -1,5 +1,7 @@
-"""The timeline's model: bars of attempts and queue waits, rows of steps and map items,
-groups by worker, on a time axis, from an `ExecutionResult` (no drawing here)."""
+"""Where the timeline's bars go: attempts, queue waits, rows, worker groups, the time axis.
+
+Built from a `RunRecord`; nothing is drawn here.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from executor.result import TERMINAL_RUN, ExecutionResult, StepError, StepRecord
-from executor.views.diagram import format_seconds
+from executor.run.records import TERMINAL_RUN, RunRecord, StepError, StepRecord
+from executor.views.format import format_seconds
 
 # Geometry (SVG user units = CSS pixels) ------------------------------------------------
 WIDTH = 1200
@@ -107,7 +109,7 @@ class Timeline:
     running: bool
 
 
-def build_timeline(result: ExecutionResult, now: datetime | None = None) -> Timeline:
+def build_timeline(result: RunRecord, now: datetime | None = None) -> Timeline:
     """Lay the run's steps, items and attempts out in worker groups on one time axis."""
     times = [t for t in _all_times(result) if t is not None]
     origin = min(times) if times else (result.submitted_at or now or datetime.now(UTC))
@@ -186,7 +188,7 @@ def _aware(t: datetime) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
-def _all_times(result: ExecutionResult) -> Iterable[datetime | None]:
+def _all_times(result: RunRecord) -> Iterable[datetime | None]:
     yield result.submitted_at
     yield result.started_at
     for rec in result.steps.values():

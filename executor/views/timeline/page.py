@@ -9,8 +9,9 @@ ids, tools, workers, errors) is escaped.
 
 from __future__ import annotations
 
-from executor.result import TERMINAL_RUN, ExecutionResult
-from executor.views.diagram import format_seconds
+from executor.run.records import TERMINAL_RUN, RunRecord
+from executor.version import __version__
+from executor.views.format import format_seconds
 from executor.views.report import failure_place, failures
 from executor.views.timeline.layout import (
     COLORS,
@@ -81,11 +82,9 @@ footer {{ margin-top: 28px; color: {MUTED}; font-size: 12px; }}
 """
 
 
-def render_page(result: ExecutionResult, chart: str) -> str:
+def render_page(result: RunRecord, chart: str) -> str:
     """One self-contained HTML page around `chart` (an SVG document): the run's numbers,
     its critical path, steps and errors. No scripts, nothing fetched."""
-    from executor import __version__
-
     fill, stroke = COLORS.get(result.status, COLORS["pending"])
     title = f"{result.flow_name} · run {result.run_id} · {result.status}"
     counts: dict[str, int] = {}
@@ -171,7 +170,7 @@ def _card(key: str, value: str, sub: str, cls: str = "") -> str:
     )
 
 
-def _workers(result: ExecutionResult) -> list[str]:
+def _workers(result: RunRecord) -> list[str]:
     found: dict[str, None] = {}
     for rec in result.steps.values():
         for r in [rec, *(rec.items or ())]:
@@ -183,12 +182,12 @@ def _workers(result: ExecutionResult) -> list[str]:
     return sorted(found)
 
 
-def _dur(result: ExecutionResult, sid: str) -> float | None:
+def _dur(result: RunRecord, sid: str) -> float | None:
     rec = result.steps.get(sid)
     return rec.duration if rec is not None else None
 
 
-def _hint(result: ExecutionResult) -> str:
+def _hint(result: RunRecord) -> str:
     """One or two sentences on where the time went and what to speed up."""
     wall = result.wall_time
     if result.status not in TERMINAL_RUN:
@@ -217,7 +216,7 @@ def _hint(result: ExecutionResult) -> str:
     return text
 
 
-def _critical_table(result: ExecutionResult) -> str:
+def _critical_table(result: RunRecord) -> str:
     if not result.critical_path:
         return ""
     wall = result.wall_time or 0.0
@@ -243,7 +242,7 @@ def _critical_table(result: ExecutionResult) -> str:
     )
 
 
-def _errors(result: ExecutionResult) -> str:
+def _errors(result: RunRecord) -> str:
     errors = failures(result)
     if not errors:
         return ""
@@ -268,7 +267,7 @@ def _errors(result: ExecutionResult) -> str:
     return "".join(out)
 
 
-def _steps_table(result: ExecutionResult) -> str:
+def _steps_table(result: RunRecord) -> str:
     rows = []
     for rec in result.steps.values():
         stroke = COLORS.get(rec.status, COLORS["pending"])[1]
