@@ -36,3 +36,59 @@ def exclusive_logged(log: str, seconds: float = 0.0, value: Any = None) -> Any:
     time.sleep(seconds)
     append_line(log, f"end {time.time()!r} {os.getpid()}")
     return value
+
+
+def log_call(log: str, value: Any, run: Any) -> Any:
+    """Append `start T PID VALUE` and `end T PID VALUE` around `run()` (T: time.time())."""
+    append_line(log, f"start {time.time()!r} {os.getpid()} {value}")
+    try:
+        return run()
+    finally:
+        append_line(log, f"end {time.time()!r} {os.getpid()} {value}")
+
+
+@tool(registry=registry)
+def logged(log: str, seconds: float = 0.0, value: Any = None) -> Any:
+    """A sync call that logs when it starts and ends, and in which process."""
+    return log_call(log, value, lambda: time.sleep(seconds) or value)
+
+
+@tool(registry=registry)
+async def logged_async(log: str, seconds: float = 0.0, value: Any = None) -> Any:
+    """An async call that logs when it starts and ends, and in which process."""
+    import asyncio
+
+    append_line(log, f"start {time.time()!r} {os.getpid()} {value}")
+    try:
+        await asyncio.sleep(seconds)
+        return value
+    finally:
+        append_line(log, f"end {time.time()!r} {os.getpid()} {value}")
+
+
+@tool(registry=registry, max_concurrency=2)
+def logged_limited(log: str, seconds: float = 0.0, value: Any = None) -> Any:
+    """`logged`, at most two calls at a time cluster-wide."""
+    return log_call(log, value, lambda: time.sleep(seconds) or value)
+
+
+@tool(registry=registry)
+def spin(log: str, seconds: float, value: Any = None) -> Any:
+    """Keep a core busy for `seconds` (CPU-bound work: the GIL is held)."""
+
+    def busy() -> Any:
+        end = time.perf_counter() + seconds
+        n = 0
+        while time.perf_counter() < end:
+            n += 1
+        return value
+
+    return log_call(log, value, busy)
+
+
+@tool(registry=registry)
+def counted_item(folder: str, value: Any, seconds: float = 0.0) -> Any:
+    """Count the call in `folder/value` (a map item's calls), sleep, return `value`."""
+    next_attempt(os.path.join(folder, str(value)))
+    time.sleep(seconds)
+    return value

@@ -37,7 +37,8 @@ from executor import (
     ToolRegistry,
 )
 from executor.backends.redis.backend import BrokerSender
-from executor.backends.redis.messages import StepMessage
+from executor.backends.redis.claims import Terminal
+from executor.backends.redis.messages import Token
 from executor.backends.redis.store import RedisStore
 from tests import dist_tools
 from tests.conformance.tools import read_lines
@@ -98,13 +99,18 @@ def two_counted_steps(ca: str, cb: str, seconds: float = 0.0) -> Flow:
     )
 
 
-def test_a_step_delivered_twice_runs_once_and_is_recorded_once(fake, tmp_path):
+def take(fake: Any, run_id: str, lane: str = "dagrelay", units: int = 1) -> None:
+    """Deliver a token message by hand, as a duplicate delivery would."""
+    fake.pipeline.take(run_id, lane, units)
+
+
+def test_a_token_delivered_twice_runs_each_unit_once_and_records_it_once(fake, tmp_path):
     ca, cb = str(tmp_path / "a"), str(tmp_path / "b")
     handle = fake.executor.submit(two_counted_steps(ca, cb))
     run_id = handle.run_id
-    # Deliver every message twice, by hand, before any worker sees the broker's copies.
-    for step in ("a", "a", "b", "b"):
-        fake.runtime.run_step(run_id, step, 1)
+    # Deliver the roots' token twice, by hand, before any worker sees the broker's copy.
+    take(fake, run_id)
+    take(fake, run_id)
     result = handle.wait(timeout=5)
     assert result.status == "succeeded" and result.output == 1
     assert (read_count(ca), read_count(cb)) == (1, 1)
@@ -115,50 +121,41 @@ def test_a_step_delivered_twice_runs_once_and_is_recorded_once(fake, tmp_path):
         "running",
         "succeeded",
     ]
-    # Now the broker delivers its own copies (the submit's and the coordinator's):
-    # a third delivery of each, after the run finished.
+    # Now the broker delivers its own copy (the submit's): after the run finished.
     fake.start_worker()
     fake.drain()
+    take(fake, run_id)
     assert (read_count(ca), read_count(cb)) == (1, 1)
     assert handle.result().model_dump_json() == before
     assert events_of(fake.store, run_id) == events
     assert [len(r.attempts) for r in result.steps.values()] == [1, 1]
 
 
-def test_a_duplicate_delivered_while_the_step_runs_is_dropped(fake, tmp_path):
+def test_a_token_delivered_while_its_unit_runs_takes_nothing(fake, tmp_path):
     ca, cb = str(tmp_path / "a"), str(tmp_path / "b")
     handle = fake.executor.submit(two_counted_steps(ca, cb, seconds=0.5))
     run_id = handle.run_id
-    first = threading.Thread(target=fake.runtime.run_step, args=(run_id, "a", 1))
-    first.start()
-    try:
-        assert wait_until(lambda: fake.store.all_statuses(run_id)["a"] == "running", 5)
-        t0 = time.monotonic()
-        fake.runtime.run_step(run_id, "a", 1)  # the duplicate: must not run the tool
-        assert time.monotonic() - t0 < 0.4
-        assert fake.store.all_statuses(run_id)["a"] == "running"
-    finally:
-        first.join(10)
-    assert read_count(ca) == 1
-    fake.start_worker()  # runs b, and sees the broker's copy of a (dropped as done)
+    take(fake, run_id)
+    assert wait_until(lambda: fake.store.all_statuses(run_id)["a"] == "running", 5)
+    t0 = time.monotonic()
+    take(fake, run_id)  # the duplicate: must not run the tool
+    assert time.monotonic() - t0 < 0.4
+    assert fake.store.all_statuses(run_id)["a"] == "running"
     result = handle.wait(timeout=10)
     assert result.status == "succeeded"
     assert (read_count(ca), read_count(cb)) == (1, 1)
     assert len(result.steps["a"].attempts) == 1
 
 
-def test_duplicate_messages_through_the_broker_run_the_tool_once(fake, tmp_path):
+def test_duplicate_tokens_through_the_broker_run_each_tool_once(fake, tmp_path):
     fake.start_worker()
     ca, cb = str(tmp_path / "a"), str(tmp_path / "b")
     handle = fake.executor.submit(two_counted_steps(ca, cb, seconds=0.3))
     sender = BrokerSender(fake.broker)
-    for _ in range(3):  # at-least-once: the same message, again and again
-        sender.send_many([StepMessage(handle.run_id, "a", 1, "dagrelay")])
+    for _ in range(3):  # at-least-once: the same token, again and again
+        sender.send_many([Token(handle.run_id, "dagrelay")])
     assert wait_until(lambda: read_count(ca) >= 1, 5)
-    sender.send_many([StepMessage(handle.run_id, "a", 1, "dagrelay")])
-    sender.send_many(
-        [StepMessage(handle.run_id, "b", 1, "dagrelay")]
-    )  # b is not queued yet: dropped
+    sender.send_many([Token(handle.run_id, "dagrelay", 4)])
     result = handle.wait(timeout=10)
     fake.drain()
     assert result.status == "succeeded" and result.output == 1
@@ -187,75 +184,69 @@ def test_a_completion_replayed_after_the_run_finished_changes_nothing(fake, tmp_
     run_id = handle.run_id
     before_json = handle.result().model_dump_json()
     before_keys = store_snapshot(fake.store, run_id)
-    coordinator = fake.runtime.coordinator
+    coordinator = fake.pipeline.coordinator
     ctx = coordinator.context(run_id)
-    # The worker's completion, replayed (same and different outcomes) ...
-    for status, output in (("succeeded", "1"), ("succeeded", '"other"'), ("failed", "")):
-        kept = coordinator.completed(
-            ctx,
-            "b",
-            status,
-            output_json=output,
-            record={"status": status, "worker": "replay"},
-            worker="replay",
-            attempt=1,
-            attempt_json=json.dumps({"number": 1, "started_at": result.started_at.isoformat()}),
-            error="late" if status == "failed" else "",
-            keep=lambda sid, kept: True,
-        )
-        assert kept == []  # nothing was unlocked again
-    # ... the store's own complete, the run's end, a stop, a reclaim, a late message.
-    assert not fake.store.complete(
-        run_id, "a", "succeeded", "5", {}, "x", "replay", 1, "", "", ("b",)
-    ).applied
+    # The worker's completion, replayed (same and different outcomes, and a retry) ...
+    for status, output, retry in (
+        ("succeeded", "1", None),
+        ("succeeded", '"other"', None),
+        ("failed", "", None),
+        ("failed", "", 0),
+    ):
+        attempt = json.dumps({"number": 1, "started_at": result.started_at.isoformat()})
+        t = Terminal("b", status, output, {"worker": "replay"}, "x", "replay", 1, attempt, retry)
+        (nxt,) = coordinator.completed_many(ctx, [(t, None, ())], keep=lambda c, s: True)
+        assert (nxt.ahead, nxt.kept) == ([], [])  # nothing was unlocked again
+    # ... the store's own completion, the run's end, a stop, a reclaim, a late token.
+    assert not fake.store.complete(run_id, "a", "succeeded", {}, "x", ("b",)).recorded
     coordinator.finalize(ctx)
-    assert coordinator.stop(run_id, "cancelled") == []
-    assert fake.store.reclaim(run_id, "a", "x") == (3, 0)  # terminal: the sweeper repairs,
+    assert coordinator.stop(run_id, "cancelled") is False
+    assert fake.store.reclaim(run_id, "a", "dagrelay", "x") == (3, 0, 0)  # the sweeper repairs,
     coordinator.repair(ctx, "a")  # which changes nothing in a finished run
-    fake.runtime.run_step(run_id, "a", 1)
-    fake.runtime.run_step(run_id, "b", 2)
+    take(fake, run_id)
     assert handle.result().model_dump_json() == before_json
     assert store_snapshot(fake.store, run_id) == before_keys
     assert (read_count(ca), read_count(cb)) == (1, 1)
 
 
-def test_fail_fast_finishes_when_the_last_running_step_also_fails(fake):
-    """Two steps fail at about the same time under fail_fast: the first failure stops
-    the run while the second still runs; the second failure is then the run's last
-    unfinished step and must finish the run (not leave it running forever)."""
+def test_a_stop_cancels_a_running_step_whose_attempt_fails_after_it(fake):
+    """Two steps fail under fail_fast, one at once, one 0.3 s later: the first failure
+    stops the run in the script that records it, the stop reaches the other attempt at
+    once (it is cancelled, its retries unused), and the run's error names the first."""
     flow = Flow(
         name="double-failure",
         on_failure="fail_fast",
         steps=[
-            Step(id="quick", tool="fail", inputs={"message": "first"}),
-            Step(id="slow", tool="fail", inputs={"message": "second", "seconds": 0.3}),
+            Step(id="quick", tool="fail", inputs={"message": "first", "seconds": 0.05}),
+            Step(
+                id="slow",
+                tool="fail",
+                inputs={"message": "second", "seconds": 0.3},
+                retry=RetryPolicy(max_attempts=3),
+            ),
             Step(id="after", tool="echo", inputs={"value": "$steps.quick"}),
         ],
     )
-    handle = fake.executor.submit(flow)
-    run_id = handle.run_id
-    # No monitor runs here, so nothing interrupts `slow`: it fails after the stop.
-    slow = threading.Thread(target=fake.runtime.run_step, args=(run_id, "slow", 1))
-    slow.start()
-    try:
-        assert wait_until(lambda: fake.store.all_statuses(run_id)["slow"] == "running", 5)
-        fake.runtime.run_step(run_id, "quick", 1)
-        assert fake.store.all_statuses(run_id)["after"] == "cancelled"
-    finally:
-        slow.join(10)
-    result = handle.wait(timeout=5)
+    fake.start_worker()
+    t0 = time.monotonic()
+    result = fake.executor.run(flow, timeout=10)
+    assert time.monotonic() - t0 < 0.3  # `slow` did not run to its end
     assert result.status == "failed"
     assert {s: r.status for s, r in result.steps.items()} == {
         "quick": "failed",
-        "slow": "failed",
+        "slow": "cancelled",
         "after": "cancelled",
     }
-    assert result.error is not None and "quick" in result.error
+    assert result.error == "step 'quick' failed: ValueError: first"
+    (attempt,) = result.steps["slow"].attempts
+    assert attempt.error is not None and attempt.error.type == "CancelledError"
+    assert "fail_fast" in attempt.error.message
+    assert result.steps["slow"].error == attempt.error
 
 
 def test_every_script_of_a_run_stays_within_one_hash_slot(fake, monkeypatch, tmp_path):
     """Redis Cluster runs a script only if all its keys share a hash slot: every script
-    on a run's path (claims, tool slots, retries, completions, stops) must."""
+    on a run's path (takes, tool slots, retries, completions, maps, stops) must."""
     from redis.crc import key_slot
 
     from executor.backends.redis.connections import RoundTrips
@@ -277,26 +268,32 @@ def test_every_script_of_a_run_stays_within_one_hash_slot(fake, monkeypatch, tmp
     retried = Step(
         id="flaky",
         tool="flaky",
-        inputs={"counter": str(tmp_path / "n"), "fail_times": 1, "value": 1},
+        inputs={"counter": str(tmp_path / "n"), "fail_times": 1, "value": [1, 2]},
         retry=RetryPolicy(max_attempts=2, backoff=0.0),
     )
     join = Step(id="join", tool="echo", inputs={"value": "$steps.x0"}, depends_on=["flaky"])
-    ok = fake.executor.run(Flow(name="slots", steps=[*limited, retried, join]), timeout=20)
-    assert ok.status == "succeeded"
+    each = Step(id="each", tool="echo", map="$steps.flaky", inputs={"value": "$item"})
+    flow = Flow(name="slots", steps=[*limited, retried, join, each])
+    ok = fake.executor.run(flow, timeout=20)
+    assert ok.status == "succeeded", ok.error
     failing = Flow(name="stops", steps=[Step(id="bad", tool="fail"), *limited])
     assert fake.executor.run(failing, timeout=20).status == "failed"
-    assert {"acquire_slot", "claim", "complete", "enqueue", "retry", "stop", "finish"} <= set(seen)
+    long = Flow(name="cancel", steps=[Step(id="s", tool="sleep", inputs={"seconds": 5})])
+    handle = fake.executor.submit(long)
+    assert wait_until(lambda: fake.store.all_statuses(handle.run_id)["s"] == "running", 5)
+    handle.cancel()
+    assert handle.wait(timeout=5).status == "cancelled"
+    used = {"acquire_slot", "take", "complete", "enqueue", "expand", "stop", "finish"}
+    assert used <= set(seen)
     assert {name: n for name, n in seen.items() if n != {1}} == {}
 
 
 @pytest.mark.parametrize("with_join", [True, False])
-def test_fail_fast_never_records_upstream_failed_even_between_a_failure_and_its_stop(
-    fake, tmp_path, with_join
-):
-    """Under fail_fast a failure stops the run, so its dependents end `cancelled` (as on
-    the local backend). Between the failing step's completion and its stop, another
-    worker may complete a sibling dependency and be the one to decide the dependents:
-    that must also end the run, not record `upstream_failed` nor queue a cleanup step."""
+def test_a_fail_fast_failure_stops_the_run_in_the_script_that_records_it(fake, tmp_path, with_join):
+    """Under fail_fast a failure stops the run atomically with its record: a sibling
+    that ends after it is recorded cancelled, a dependent is cancelled (never
+    upstream_failed), and nothing is queued afterwards but the cleanup step the stop
+    spares (its rule fires on failures), which runs once its dependencies are done."""
     counter = str(tmp_path / "cleanup")
     flow = Flow(
         name="failure-window",
@@ -320,31 +317,45 @@ def test_fail_fast_never_records_upstream_failed_even_between_a_failure_and_its_
     )
     handle = fake.executor.submit(flow)
     run_id = handle.run_id
-    # Worker 1 records `bad` as failed ... and is paused before it stops the run.
+    # One worker holds both roots ...
     at = datetime.now(UTC).isoformat()
-    dependents = fake.runtime.coordinator.context(run_id).dag.dependents["bad"]
-    assert "cleanup" in dependents
-    assert fake.store.claim(run_id, "bad", 1, "t", 60_000, at, "w1", ()).kind == "ok"
-    first = fake.store.complete(
-        run_id, "bad", "failed", "", {"status": "failed"}, at, "w1", 1, "", "boom", dependents
+    claims = [
+        c
+        for lane in ("dagrelay", "dagrelay.async")  # `fail` is async, `echo` sync
+        for c in fake.store.take(run_id, lane, 2, 1, 60_000, at, "w1", spend=True).claims
+    ]
+    assert sorted(c.unit for c in claims) == ["bad", "good"]
+    # ... `bad` fails: the run stops in the same script.
+    deps = fake.pipeline.coordinator.context(run_id).dag.dependents
+    failed = fake.store.complete(
+        run_id,
+        "bad",
+        "failed",
+        {"error": {"type": "ValueError", "message": "boom"}},
+        at,
+        deps["bad"],
+        attempt=1,
     )
-    assert first.applied and first.ready == ()
-    # Worker 2 completes `good`, which releases the dependents to it.
-    fake.runtime.run_step(run_id, "good", 1)
-    # Worker 1 resumes: it stops the run (what the coordinator does after a failure).
-    fake.runtime.coordinator.stop(run_id, "failed")
+    assert failed.recorded and failed.stop == "failed"
+    assert fake.store.run_meta(run_id, "stop")["stop"] == "failed"
+    # `good` ends after the stop: cancelled, whatever its tool did.
+    late = fake.store.complete(run_id, "good", "succeeded", {}, at, deps["good"], attempt=1)
+    assert late.recorded and late.ready == ("cleanup",)
+    fake.pipeline.coordinator.resolve(fake.pipeline.coordinator.context(run_id), list(late.ready))
+    fake.start_worker()
     result = handle.wait(timeout=5)
     assert result.status == "failed"
-    expected = {"bad": "failed", "good": "succeeded", "cleanup": "cancelled"}
+    expected = {"bad": "failed", "good": "cancelled", "cleanup": "succeeded"}
     if with_join:
         expected["join"] = "cancelled"
     assert {s: r.status for s, r in result.steps.items()} == expected
-    # Nothing was queued after the failure (a queued step could have started).
+    assert result.steps["good"].error is not None
+    assert result.steps["good"].error.type == "CancelledError"
+    # Nothing was queued after the failure but the cleanup step, which ran once.
     queued = [e["step"] for e in events_of(fake.store, run_id) if e["status"] == "queued"]
-    assert sorted(queued) == ["bad", "good"]
-    fake.start_worker()
+    assert sorted(queued) == ["bad", "cleanup", "good"]
     fake.drain()
-    assert read_count(counter) == 0
+    assert read_count(counter) == 1
 
 
 # Part 2: real redis-server, real worker processes ---------------------------------------
@@ -762,48 +773,82 @@ def test_a_completer_that_dies_before_deciding_dependents_is_repaired(fake, tmp_
     run_id = handle.run_id
     store = fake.store
     # What a worker does up to its death: claim `a`, run it, record it, nothing more.
-    claim = store.claim(run_id, "a", 1, "t", 50, datetime.now(UTC).isoformat(), "dead", ())
-    assert claim.kind == "ok"
-    done = store.complete(
-        run_id,
-        "a",
-        "succeeded",
-        "1",
-        {"status": "succeeded"},
-        datetime.now(UTC).isoformat(),
-        "dead",
-        1,
-        "",
-        "",
-        ("b",),
-    )
-    assert done.applied and done.ready == ("b",)
+    now = datetime.now(UTC).isoformat()
+    (claim,) = store.take(run_id, "dagrelay", 1, 1, 50, now, "dead", spend=True).claims
+    assert claim.unit == "a"
+    done = store.complete(run_id, "a", "succeeded", {}, now, ("b",), output_json="1", attempt=1)
+    assert done.recorded and done.ready == ("b",)
     assert store.all_statuses(run_id)["b"] == "pending"  # released, never decided
     time.sleep(0.1)  # the hint of `a` expires
     fake.start_worker()
-    fake.runtime.sweeper.sweep()
+    fake.pipeline.sweeper.sweep()
     result = handle.wait(timeout=10)
     assert result.status == "succeeded" and result.output == 1
     assert read_count(cb) == 1 and read_count(ca) == 0  # `a` ran in the dead worker only
 
 
-def test_a_step_queued_without_its_message_is_sent_again_by_repair(fake, tmp_path):
-    """The completer marked `b` queued and died before sending it: repair re-sends."""
+def test_a_unit_queued_without_its_token_is_sent_again_by_repair(fake, tmp_path):
+    """The completer queued `b` and died before sending its token: repair sends one."""
     ca, cb = str(tmp_path / "a"), str(tmp_path / "b")
     handle = fake.executor.submit(two_counted_steps(ca, cb))
     run_id = handle.run_id
     store = fake.store
     now = datetime.now(UTC).isoformat()
-    assert store.claim(run_id, "a", 1, "t", 50, now, "dead", ()).kind == "ok"
-    store.complete(
-        run_id, "a", "succeeded", "1", {"status": "succeeded"}, now, "dead", 1, "", "", ("b",)
-    )
-    assert store.mark_queued(run_id, ["b"], now) == ["b"]  # ... and no message sent
+    assert store.take(run_id, "dagrelay", 1, 1, 50, now, "dead", spend=True).claims
+    store.complete(run_id, "a", "succeeded", {}, now, ("b",), output_json="1", attempt=1)
+    assert store.enqueue(run_id, [("dagrelay", 1, ["b"])], now) == [1]  # ... and not sent
     time.sleep(0.1)
     fake.start_worker()
-    fake.runtime.sweeper.sweep()
+    fake.pipeline.sweeper.sweep()
     result = handle.wait(timeout=10)
     assert result.status == "succeeded" and read_count(cb) == 1
+
+
+def test_a_lost_token_is_sent_again_by_a_sweeper(fake, tmp_path):
+    """The roots' token is lost (a worker died with it fetched, or it was dead-lettered):
+    once its unit has waited a lease with no taker, a sweeper sends another."""
+    ca, cb = str(tmp_path / "a"), str(tmp_path / "b")
+    handle = fake.executor.submit(two_counted_steps(ca, cb))
+    fake.broker.flush_all()  # every message on the broker is gone
+    fake.pipeline.sweeper.lease_seconds = 0.05
+    time.sleep(0.1)
+    fake.start_worker()
+    fake.pipeline.sweeper.sweep()
+    result = handle.wait(timeout=10)
+    assert result.status == "succeeded" and (read_count(ca), read_count(cb)) == (1, 1)
+
+
+def test_a_flow_is_parsed_by_one_thread_at_a_time(fake, monkeypatch):
+    """CPython 3.11's `ast.parse` in several threads at once can fail spuriously: a
+    worker parses each flow (its `when` conditions) under a lock."""
+    import executor.backends.redis.coordinator as coordinator_module
+
+    inside, most = [0], [0]
+    real = coordinator_module.RunContext.build
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.02)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            inside[0] -= 1
+
+    monkeypatch.setattr(coordinator_module.RunContext, "build", build)
+    flows = [
+        Flow(name=f"f{i}", steps=[Step(id="a", tool="echo", when="input.x > 0")]) for i in range(6)
+    ]
+    handles = [fake.executor.submit(f, {"x": 1}) for f in flows]
+    workers = [
+        threading.Thread(target=fake.pipeline.coordinator.context, args=(h.run_id,))
+        for h in handles
+    ]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert most[0] == 1
 
 
 def test_runs_of_one_flow_share_its_parsed_form_in_a_worker_and_keep_their_inputs(fake):
@@ -818,7 +863,7 @@ def test_runs_of_one_flow_share_its_parsed_form_in_a_worker_and_keep_their_input
     second = fake.executor.run(flow, {"x": 41}, timeout=10)
     third = fake.executor.run(other, {"x": 2}, timeout=10)
     assert (first.output, second.output, third.output) == (2, 42, 3)
-    context = fake.runtime.coordinator.context
+    context = fake.pipeline.coordinator.context
     a, b, c = context(first.run_id), context(second.run_id), context(third.run_id)
     assert a.dag is b.dag and a.inputs != b.inputs  # validated once, inputs per run
     assert c.dag is not a.dag and c.dag.flow.name == "other"

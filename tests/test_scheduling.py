@@ -27,6 +27,8 @@ def join_dag(trigger: str, when: str | None = None, on_failure: str = "continue"
 
 def expected_decision(trigger: str, deps: tuple[str, str]) -> str:
     """The documented trigger rules, written out independently."""
+    if trigger == "all_done":
+        return "run"  # every dependency is done, whatever it came to: cleanup runs
     if "cancelled" in deps:
         return "cancelled"  # the run is stopping: nothing new starts
     failed = any(s in ("failed", "upstream_failed") for s in deps)
@@ -228,6 +230,85 @@ def test_fail_fast_second_failure_after_stop():
     assert acts.run == [] and acts.cancel_running == []
     assert st.status == {"x": "failed", "y": "failed", "z": "cancelled"}
     assert st.run_status() == "failed"
+    assert st.failed == ["x", "y"]  # in the order they were recorded
+
+
+def cleanup_dag():
+    """`work` fails; `slow` runs alongside; `cleanup` (all_done) waits for both, and
+    `report` (all_success) waits for `cleanup`."""
+    return dag_of(
+        Step(id="work", tool="t"),
+        Step(id="slow", tool="t"),
+        Step(id="cleanup", tool="t", depends_on=["work", "slow"], trigger="all_done"),
+        Step(id="report", tool="t", depends_on=["cleanup"]),
+    )
+
+
+def test_a_fail_fast_stop_spares_a_step_whose_rule_fires_on_failures():
+    st = RunState(cleanup_dag(), {})
+    st.start()
+    st.mark_running("work")
+    st.mark_running("slow")
+    acts = st.finish("work", "failed")
+    assert st.stop_reason == "failed"
+    # Not started and not a survivor: cancelled at once; the survivor waits for `slow`.
+    assert [(sid, status) for sid, status, _ in acts.resolved] == [("report", "cancelled")]
+    assert acts.cancel_running == ["slow"]
+    assert st.status["cleanup"] == "pending"
+    acts = st.finish("slow", "cancelled")
+    assert acts.run == ["cleanup"]  # its dependencies are done: it runs, after the stop
+    assert not st.finished
+    st.mark_running("cleanup")
+    acts = st.finish("cleanup", "succeeded")
+    assert st.finished and st.run_status() == "failed"
+    assert st.status == {
+        "work": "failed",
+        "slow": "cancelled",
+        "cleanup": "succeeded",
+        "report": "cancelled",
+    }
+
+
+def test_a_survivor_whose_dependencies_the_stop_cancelled_runs_at_once():
+    st = RunState(cleanup_dag(), {})
+    st.start()
+    st.mark_running("work")  # `slow` is still queued when `work` fails
+    acts = st.finish("work", "failed")
+    assert "cleanup" in acts.run
+    assert st.status["slow"] == "cancelled"
+
+
+@pytest.mark.parametrize("reason", ["cancelled", "timed_out"])
+def test_a_cancel_or_timeout_spares_nothing(reason):
+    st = RunState(cleanup_dag(), {})
+    st.start()
+    acts = st.stop(reason)
+    assert acts.run == []
+    assert set(st.status.values()) == {"cancelled"}
+
+
+def test_settled_cancels_what_ends_after_a_stop_unless_it_survives():
+    sched = Scheduler(cleanup_dag())
+    assert sched.settled("slow", "succeeded", None) == "succeeded"
+    assert sched.settled("slow", "succeeded", "failed") == "cancelled"
+    assert sched.settled("slow", "failed", "cancelled") == "cancelled"
+    assert sched.settled("cleanup", "failed", "failed") == "failed"  # a survivor's own
+    assert sched.settled("cleanup", "succeeded", "cancelled") == "cancelled"
+
+
+def test_the_run_error_names_the_first_failure_in_time_and_counts_the_others():
+    sched = Scheduler(cleanup_dag())
+    from executor import StepError
+
+    late = StepError(type="ValueError", message="late")
+    assert sched.run_error("failed", "slow", 2, late) == (
+        "step 'slow' failed: ValueError: late (1 other step failed too)"
+    )
+    assert sched.run_error("failed", "slow", 3, late).endswith("(2 other steps failed too)")
+    assert sched.run_error("failed", "work", 1) == "step 'work' failed"
+    assert sched.run_error("failed", None) == "run failed"
+    assert sched.run_error("cancelled", "work", 1, late) == "run cancelled"
+    assert sched.run_error("succeeded", None) is None
 
 
 def test_continue_propagates_upstream_failed_only_downstream():

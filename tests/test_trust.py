@@ -19,7 +19,7 @@ import pytest
 
 from executor import DagrelayError, Flow, FlowExecutor, FlowValidationError, Step, ToolRegistry
 from executor.backends.redis.backend import BrokerSender
-from executor.backends.redis.messages import StepMessage
+from executor.backends.redis.messages import Token
 from tests import fault_tools
 from tests.faults.support import FaultCluster, wait_until
 from tests.support.servers import ROOT, WorkerProcess, free_port, redis_server_binary
@@ -128,17 +128,19 @@ def test_tampered_redis_state_cannot_make_a_worker_import_or_call(cluster, marke
             {"x": 0},
             None,
         )
-        store.mark_queued(run_id, ["x"], "2020-01-01T00:00:00+00:00")
+        store.enqueue(run_id, [("dagrelay", 1, ["x"])], "2020-01-01T00:00:00+00:00")
         sender = BrokerSender(client._redis.broker)  # type: ignore[union-attr]
-        sender.send_many([StepMessage(run_id, "x", 1, "dagrelay")])
+        sender.send_many([Token(run_id, "dagrelay")])
         # Forged messages: an unknown actor, bad arguments, garbage ids.
         broker = client._redis.broker  # type: ignore[union-attr]
         for actor, args in [
             ("os.system", ("echo pwned",)),
             ("marker_mod.boom", ()),
-            ("run_step", ("no-such-run", "x", 1)),
+            ("run_step", ("no-such-run", "dagrelay", 1)),
             ("run_step", ("a}:{b", "../x", 1)),
+            ("run_step", ("a}:{b", "dagrelay", 1)),
             ("run_step", (1, 2, 3)),
+            ("run_step", ("r", "dagrelay", -5)),
             ("run_step", ()),
         ]:
             broker.enqueue(
@@ -220,15 +222,19 @@ def _is_yaml(node: ast.expr) -> bool:
 def test_worker_messages_are_json_not_pickle():
     from tests.support.fakes import fake_worker
 
-    _server, broker, runtime = fake_worker(fault_tools.registry)
+    _server, broker, pipeline = fake_worker(fault_tools.registry)
     try:
         assert isinstance(dramatiq.get_encoder(), dramatiq.JSONEncoder)
         message = dramatiq.Message(
-            queue_name="dagrelay", actor_name="run_step", args=("r", "s", 1), kwargs={}, options={}
+            queue_name="dagrelay",
+            actor_name="run_step",
+            args=("r", "dagrelay", 1),
+            kwargs={},
+            options={},
         )
-        assert json.loads(message.encode())["args"] == ["r", "s", 1]
+        assert json.loads(message.encode())["args"] == ["r", "dagrelay", 1]
     finally:
-        runtime.stop()
+        pipeline.drain(timeout=1)
         broker.close()
 
 

@@ -1,223 +1,276 @@
-"""One claimed attempt of a step on a worker: its records, the tool call, what it came to.
+"""One claimed attempt of a unit on a worker: its records, the tool call, what it came to.
 
-What runs an attempt is the same for a step of its own message, one continued in place
-and one of a bundle; what happens around it (claims, continuing, coordinating) is the
-runtime's (runtime.py, bundles.py).
+A unit is a step, or an item of a map step (`step[i]`, whose value comes with its
+claim). The map step itself is turned into its items (`items_of`), each of which is
+then a unit of its own. Nothing here talks to Redis: the pipeline claims before and
+settles after.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+import functools
 import json
+import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from executor.backends.redis.claims import Claim, NextClaim, Terminal
-from executor.backends.redis.coordinator import now_iso
+from executor.backends.redis.claims import Claim, Terminal
 from executor.backends.redis.run_context import RunContext
-from executor.backends.redis.store import RedisStore
-from executor.errors import ToolOutputError
-from executor.model.references import Scope
+from executor.errors import StepInputError, ToolOutputError
+from executor.model.predicates import PredicateError
+from executor.model.references import Scope, parse_ref
 from executor.model.retry import NO_RETRY
 from executor.model.spec import Step
 from executor.model.tools import Tool, ToolRegistry, check_output_size
-from executor.observability.tracing import record_error, record_items
-from executor.run.attempts import call_tool, format_tb, map_step
-from executor.run.progress import StepProgress
+from executor.observability.tracing import record_error, set_worker
+from executor.run.attempts import format_tb
 from executor.run.records import StepError
-from workers.monitor import Monitor
-from workers.settings import Settings
 
 # What an attempt came to: status, output, the exception (to retry on), the error.
 Outcome = tuple[str, Any, Exception | None, StepError | None]
-# A step's record and its attempt's record, filled in as the attempt goes.
+# A unit's record and its attempt's record, filled in as the attempt goes.
 Records = tuple[dict[str, Any], dict[str, Any]]
-# Sends a step's next attempt: (run, step, attempt, delay ms or None).
-Resend = Callable[[RunContext, str, int, int | None], None]
 
 
-# A terminal status to record: what, the output as data, dependents to claim ahead.
-Completing = tuple[Terminal, Any, tuple[NextClaim, ...]]
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def item_index(unit: str) -> int | None:
+    """The index of an item unit (`s[3]` -> 3); None for a step."""
+    return int(unit[unit.index("[") + 1 : -1]) if unit.endswith("]") else None
+
+
+class SyncCall:
+    """A sync tool call in the pool's threads. A call abandoned at its timeout or by a
+    stop runs on in its thread, which keeps the unit's slot until it returns."""
+
+    def __init__(self) -> None:
+        self.thread = ""
+        self._lock = threading.Lock()
+        self._returned = True  # until a call is submitted
+        self._then: Callable[[], None] | None = None
+
+    def returned(self) -> None:
+        """Its thread is done (called there): run what was handed over, if anything."""
+        with self._lock:
+            self._returned = True
+            then, self._then = self._then, None
+        if then is not None:
+            then()
+
+    def submitted(self) -> None:
+        with self._lock:
+            self._returned = False
+
+    def hand_over(self, then: Callable[[], None]) -> bool:
+        """If the thread still runs, have it call `then` when it returns (True); False if
+        it has returned already."""
+        with self._lock:
+            if self._returned:
+                return False
+            self._then = then
+            return True
 
 
 class Attempts:
     """Runs claimed attempts for one worker process."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        registry: ToolRegistry,
-        store: RedisStore,
-        monitor: Monitor,
-        resend: Resend,
-        process: str,
-        worker: Callable[[], str],
-        loop: Callable[[], asyncio.AbstractEventLoop],
-    ) -> None:
-        self.settings, self.registry, self.store, self.monitor = settings, registry, store, monitor
-        self._resend, self._process, self._worker, self._loop = resend, process, worker, loop
-        self.tool_threads = concurrent.futures.ThreadPoolExecutor(
-            settings.tool_threads, thread_name_prefix="dagrelay-tool"
-        )
+    def __init__(self, registry: ToolRegistry, process: str, max_output_bytes: int | None) -> None:
+        self.registry = registry
+        self.process = process
+        self.max_output_bytes = max_output_bytes
 
-    def begin(self, step: Step, claim: Claim) -> Records:
-        """The step record and attempt record of a claimed attempt, as it starts."""
-        # Times of this attempt are taken once it holds its claim (and any tool slot), so
-        # that intervals of a limited tool never appear to overlap.
+    def begin(self, claim: Claim, worker: str) -> Records:
+        """The unit's record and attempt record as the attempt starts (it holds its slot,
+        its claim and any tool slot: intervals of a limited tool never overlap)."""
         started = now_iso()
-        number, worker = claim.attempt, self._worker()
-        attempt_rec: dict[str, Any] = {"number": number, "started_at": started, "worker": worker}
-        first_start = started if number == 1 or not claim.started_at else claim.started_at
+        attempt_rec: dict[str, Any] = {
+            "number": claim.attempt,
+            "started_at": started,
+            "worker": worker,
+        }
+        first = started if claim.attempt == 1 or not claim.started_at else claim.started_at
         record: dict[str, Any] = {
             "worker": worker,
             "queued_at": claim.queued_at,
-            "started_at": first_start,
+            "started_at": first,
         }
         if claim.queued_at:
-            record["queue_wait"] = max(0.0, _seconds(claim.queued_at, first_start))
+            record["queue_wait"] = max(0.0, _seconds(claim.queued_at, first))
         return record, attempt_rec
 
-    def run(
-        self, ctx: RunContext, step: Step, tool: Tool | None, claim: Claim, records: Records
+    async def call(
+        self,
+        ctx: RunContext,
+        unit: str,
+        step: Step,
+        tool: Tool | None,
+        claim: Claim,
+        records: Records,
+        threads: concurrent.futures.Executor,
+        sync_call: SyncCall | None,
     ) -> Outcome:
-        """`run_async` on this thread's own loop, for a caller outside any loop."""
-        return self._loop().run_until_complete(self.run_async(ctx, step, tool, claim, records))
-
-    async def run_async(
-        self, ctx: RunContext, step: Step, tool: Tool | None, claim: Claim, records: Records
-    ) -> Outcome:
-        """Call the tool once (or a map step's items) as a task of the running loop, a
-        sync tool in the tool threads; the task is what a stopping run cancels.
-
-        Sync tools too go through the loop, exactly as in the embedded backend: a timeout
-        or cancel stops the wait at once (a sync call that cannot be interrupted finishes
-        in the background, its result discarded). Fills the attempt record with the end
-        time, taken before the tool slot is given back.
-        """
+        """Call the tool once, a sync one in `threads`, within its timeout. A cancel (the
+        run stopped) comes out as the `cancelled` outcome; its error is the stop's, which
+        the settling script knows."""
         record, attempt_rec = records
         t0 = time.perf_counter()
-        tracked = self.monitor.track(
-            ctx.run_id, step.id, claim.attempt, tool=step.tool, slot=claim.slot
-        )
-        with tracked.lock:
-            tracked.loop, tracked.task = asyncio.get_running_loop(), asyncio.current_task()
-            stopped = tracked.reason is not None  # stopped before the task was known
         try:
-            if stopped:
-                raise asyncio.CancelledError()
             if tool is None:
                 raise LookupError(
-                    f"tool {step.tool!r} is not registered in worker {self._process} "
+                    f"tool {step.tool!r} is not registered in worker {self.process} "
                     f"(known: {', '.join(self.registry.names()) or 'none'})"
                 )
-            if step.map is not None:
-                status, output, map_error = await self._map(ctx, step, tool, claim, record)
-                return status, output, None, map_error
-            kwargs, timeout = self._prepare(ctx, step, tool, claim, record)
-            output = await call_tool(tool, kwargs, timeout, self.tool_threads)
+            index = item_index(unit)
+            scope = (
+                Scope(ctx.inputs, claim.outputs or {}, claim.item, index, in_map=True)
+                if index is not None
+                else Scope(ctx.inputs, claim.outputs or {})
+            )
+            data = scope.resolve(step.inputs)
+            record["inputs"] = data
+            kwargs = tool.validate_inputs(data)
+            timeout = step.timeout if step.timeout is not None else tool.timeout
+            output = await _call(tool, kwargs, timeout, threads, sync_call)
             return "succeeded", tool.dump_output(output), None, None
         except asyncio.CancelledError:
-            why = tracked.reason or "stopped"
-            return "cancelled", None, None, StepError(type="CancelledError", message=f"run {why}")
+            return "cancelled", None, None, StepError(type="CancelledError", message="stopped")
         except Exception as exc:
             return "failed", None, exc, StepError.from_exception(exc, format_tb(exc))
         finally:
             attempt_rec.update(finished_at=now_iso(), duration=time.perf_counter() - t0)
-            self.monitor.untrack(tracked)
-            if claim.slot is not None:
-                # Free the slot before coordinating: a dependent may want it next.
-                self.store.release_slot(step.tool, claim.slot)
+            if sync_call is not None and sync_call.thread:
+                worker = f"{self.process}:{sync_call.thread}"
+                record["worker"] = attempt_rec["worker"] = worker
+                set_worker(worker)
 
-    def finish(
+    def terminal(
         self,
-        ctx: RunContext,
+        unit: str,
         step: Step,
         tool: Tool | None,
         claim: Claim,
         records: Records,
         outcome: Outcome,
-    ) -> tuple[Terminal, Any] | None:
-        """The terminal status to record for an outcome, with the output as data; None
-        when the attempt is retried instead (its next attempt is sent)."""
+        lane: str,
+    ) -> tuple[Terminal, Any]:
+        """What to settle for an outcome, with the output as data: the terminal status,
+        or (`retry_ms`) another attempt if the policy allows one (the settling script
+        records it cancelled instead if the run's stop caught it)."""
         record, attempt_rec = records
-        run_id, step_id, number, worker = ctx.run_id, step.id, claim.attempt, self._worker()
         status, output, exc, error = outcome
         output_json = json.dumps(output) if status == "succeeded" else ""
         try:
-            check_output_size(step.tool, output_json, self.settings.max_output_bytes)
+            check_output_size(step.tool, output_json, self.max_output_bytes)
         except ToolOutputError as too_big:  # the step fails; none of it reaches Redis
-            status, output, output_json = "failed", None, ""
+            status, output, output_json, exc = "failed", None, "", None
             error = StepError.from_exception(too_big)
-            for item in record.get("items") or ():
-                item["output"] = None
         record_error(error)  # a failed attempt's span says so
         finished = attempt_rec["finished_at"]
-        if error is not None:
-            attempt_rec["error"] = error.model_dump()
-        if exc is not None and step.map is None:
+        attempt_rec["error"] = error.model_dump() if error else None
+        retry_ms = None
+        if exc is not None:
             policy = step.retry or (tool.retry if tool else None) or NO_RETRY
-            delay = policy.next_delay(number, exc)
-            if delay is not None and self.store.retry(
-                run_id, step_id, number, json.dumps(attempt_rec), finished, worker, str(error)
-            ):
-                self._resend(ctx, step_id, number + 1, int(delay * 1000) or None)
-                return None
+            delay = policy.next_delay(claim.attempt, exc)
+            if delay is not None:
+                retry_ms = int(delay * 1000)
         record.update(finished_at=finished, error=error.model_dump() if error else None)
-        if record.get("started_at"):
+        if claim.attempt == 1 and record.get("started_at") == attempt_rec["started_at"]:
+            record["duration"] = attempt_rec["duration"]  # the step is its one attempt
+        elif record.get("started_at"):
             record["duration"] = _seconds(record["started_at"], finished)
         terminal = Terminal(
-            step_id,
+            unit,
             status,
             output_json,
             record,
             finished,
-            worker,
-            number,
-            json.dumps(attempt_rec),
-            str(error) if error else "",
+            attempt_rec["worker"],
+            claim.attempt,
+            # Its error is the record's: the settling script adds the one it records.
+            json.dumps({k: v for k, v in attempt_rec.items() if k != "error"}),
+            retry_ms,
+            lane,
         )
         return terminal, output
 
-    def _prepare(
-        self, ctx: RunContext, step: Step, tool: Tool, claim: Claim, record: dict[str, Any]
-    ) -> tuple[dict[str, Any], float | None]:
-        """The validated keyword arguments of a call, and its timeout."""
-        data = Scope(ctx.inputs, claim.outputs or {}).resolve(step.inputs)
-        record["inputs"] = data
-        timeout = step.timeout if step.timeout is not None else tool.timeout
-        return tool.validate_inputs(data), timeout
 
-    async def _map(
-        self, ctx: RunContext, step: Step, tool: Tool, claim: Claim, record: dict[str, Any]
-    ) -> tuple[str, Any, StepError | None]:
-        """Run a map step's items concurrently on the running loop (sync ones in the pool)."""
-        progress = StepProgress(step.id, tool.name)
+def items_of(
+    ctx: RunContext, step: Step, claim: Claim
+) -> tuple[list[tuple[str, str]], StepError | None]:
+    """A map step's items, each (`''`, its value JSON) to queue, or (status, record JSON)
+    decided at once by a `when` on the item; or the error that fails the map (its list
+    cannot be read)."""
+    assert step.map is not None
+    scope = Scope(ctx.inputs, claim.outputs or {})
+    try:
+        values = scope.lookup(parse_ref(step.map))
+    except StepInputError as exc:
+        return [], StepError(type="StepInputError", message=str(exc))
+    if not isinstance(values, list):
+        kind = type(values).__name__
+        return [], StepError(
+            type="StepInputError", message=f"map {step.map} is a {kind}, not a list"
+        )
+    predicate = ctx.dag.predicates.get(step.id)
+    if predicate is not None and step.id not in ctx.scheduler.per_item:
+        predicate = None  # decided the whole step, before it ran
+    items: list[tuple[str, str]] = []
+    for i, value in enumerate(values):
+        if predicate is not None:
+            try:
+                if not predicate.evaluate(scope.input, scope.outputs, value, i):
+                    items.append(("skipped", json.dumps({"status": "skipped", "error": None})))
+                    continue
+            except PredicateError as exc:
+                err = StepError(type="PredicateError", message=str(exc)).model_dump()
+                items.append(("failed", json.dumps({"status": "failed", "error": err})))
+                continue
+        items.append(("", json.dumps(value)))
+    return items, None
 
-        async def call(t: Tool, kwargs: dict[str, Any], to: float | None) -> Any:
-            return await call_tool(t, kwargs, to, self.tool_threads)
 
-        policy = step.retry or tool.retry or NO_RETRY
-        timeout = step.timeout if step.timeout is not None else tool.timeout
-        try:
-            status, output = await map_step(
-                progress,
-                step,
-                tool,
-                policy,
-                timeout,
-                Scope(ctx.inputs, claim.outputs or {}),
-                ctx.dag.predicates.get(step.id),
-                call,
-                self._worker(),
-            )
-        finally:
-            rec = progress.to_record()
-            record["items"] = [c.model_dump(mode="json") for c in rec.items or []]
-            record_items(ctx.run_id, step.id, rec)
-        return status, output, rec.error
+async def _call(
+    tool: Tool,
+    kwargs: dict[str, Any],
+    timeout: float | None,
+    threads: concurrent.futures.Executor,
+    sync_call: SyncCall | None,
+) -> Any:
+    """Await the tool (a sync one in `threads`, in this task's context: its log ids and
+    span); TimeoutError after `timeout` seconds. A sync call cannot be interrupted: it
+    runs on in its thread, whose slot `sync_call` keeps until it returns."""
+    if tool.is_async:
+        coro: Any = tool.fn(**kwargs)
+    else:
+        assert sync_call is not None
+        run = functools.partial(_in_thread, sync_call, contextvars.copy_context(), tool.fn, kwargs)
+        sync_call.submitted()
+        future = threads.submit(run)
+        coro = asyncio.wrap_future(future)
+    if timeout is None:
+        return await coro
+    try:
+        async with asyncio.timeout(timeout):
+            return await coro
+    except TimeoutError:
+        raise TimeoutError(f"tool {tool.name!r} exceeded its timeout of {timeout}s") from None
+
+
+def _in_thread(
+    sync_call: SyncCall, scope: contextvars.Context, fn: Callable[..., Any], kwargs: dict[str, Any]
+) -> Any:
+    sync_call.thread = threading.current_thread().name
+    try:
+        return scope.run(fn, **kwargs)
+    finally:
+        sync_call.returned()
 
 
 def _seconds(start_iso: str, end_iso: str) -> float:

@@ -13,13 +13,13 @@ from dramatiq.middleware import Middleware
 from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
 
-from executor.backends.redis.backend import NO_TIME_LIMIT_MS
-from executor.backends.redis.messages import ACTOR_NAME
+from executor.backends.redis.backend import NO_TIME_LIMIT_MS, BrokerSender
+from executor.backends.redis.messages import ACTOR_NAME, lanes_of
 from executor.backends.redis.store import RedisStore
 from executor.backends.redis.wakeup import WakingRedisBroker
 from executor.model.tools import ToolRegistry, default_registry, load_tools
 from workers.periodic import Periodic
-from workers.runtime import StepRuntime
+from workers.pipeline import INTAKE, Intake, Pipeline
 from workers.settings import Settings
 from workers.tracing import ObservabilityMiddleware
 
@@ -71,12 +71,19 @@ class Maintainer(Periodic):
 
 
 class DagrelayMiddleware(Middleware):
-    """Starts the per-process lease monitor, sweeper and maintainer with the worker, and
-    stops them once its running steps have finished."""
+    """Sizes the pipeline's slots to the worker's threads before its consumers fetch,
+    starts the pipeline and maintainer with the worker, and stops them once its units
+    have finished."""
 
-    def __init__(self, runtime: StepRuntime, maintainer: Maintainer | None = None) -> None:
-        self.runtime = runtime
+    def __init__(self, pipeline: Pipeline, maintainer: Maintainer | None = None) -> None:
+        self.pipeline = pipeline
         self.maintainer = maintainer
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        # `--threads` is the sync slots, whether from `dagrelay worker` or `dramatiq`.
+        self.pipeline.pool.resize(worker.worker_threads)
+        if isinstance(broker, WakingRedisBroker):
+            broker.pool = self.pipeline.pool
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         # An idle Dramatiq worker thread looks whether to stop once per worker timeout (1
@@ -84,23 +91,50 @@ class DagrelayMiddleware(Middleware):
         # consumers keep their timeout: they block on Redis and are woken to stop.
         for thread in worker.workers:
             thread.timeout = THREAD_POLL_SECONDS
-        self.runtime.start()
+        self.pipeline.start()
         if self.maintainer is not None:
             self.maintainer.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
-        # Finish what runs, but start nothing more in place: hand dependents to the queue.
-        self.runtime.draining = True
+        # Finish what runs, but start nothing more here: dependents go to the queue.
+        self.pipeline.draining = True
         if isinstance(broker, WakingRedisBroker):
             broker.wake_to_stop(len(worker.consumers))
 
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        # The slot its consumer held for it is the message's now; the actor takes it over.
+        if message.queue_name in self.pipeline.lanes:
+            slot = self.pipeline.pool.take_hold(message.queue_name)
+            INTAKE.set(Intake(message.queue_name, slot))
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        self._done(message)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._done(message)
+
+    def _done(self, message: Any) -> None:
+        # A message whose actor never took its slot over (skipped, not our actor, bad
+        # arguments) gives it back.
+        intake = INTAKE.get()
+        if intake is not None and intake.slot and not intake.taken:
+            self.pipeline.pool.release(intake.lane)
+        INTAKE.set(None)
+
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
-        # After, not before: Dramatiq lets running steps finish first, and their leases
-        # must be renewed meanwhile (else another worker takes them over and the tool
-        # runs twice).
+        # After, not before: Dramatiq stops fetching first; the units in flight finish,
+        # their leases renewed meanwhile (else another worker takes them over and the
+        # tool runs twice).
         if self.maintainer is not None:
             self.maintainer.stop()
-        self.runtime.stop()
+        self.pipeline.drain(timeout=30)
 
 
 def outage_retry(seconds: float) -> dict[str, Any]:
@@ -122,8 +156,8 @@ def setup(
     client: redis.Redis | None = None,
     broker_client: Any = None,
     set_global: bool = True,
-) -> tuple[dramatiq.Broker, StepRuntime]:
-    """Build the broker, the runtime and the `run_step` actor for a worker process.
+) -> tuple[dramatiq.Broker, Pipeline]:
+    """Build the broker, the pipeline and the `run_step` actor for a worker process.
 
     Args:
         settings: default `Settings.from_env()`.
@@ -154,13 +188,15 @@ def setup(
         # Maintenance (and heartbeat) several times per heartbeat timeout.
         maintainer = Maintainer(broker, min(settings.heartbeat_seconds / 4, 1.0))
     store = RedisStore(client, settings.namespace, settings.result_ttl)
-    runtime = StepRuntime(settings, registry, store, broker)
-    broker.add_middleware(DagrelayMiddleware(runtime, maintainer))
+    pipeline = Pipeline(settings, registry, store, BrokerSender(broker))
+    broker.add_middleware(DagrelayMiddleware(pipeline, maintainer))
     broker.add_middleware(ObservabilityMiddleware())  # trace context and log ids per message
-    for queue in settings.queues:
-        broker.declare_queue(queue)
+    if isinstance(broker, WakingRedisBroker):
+        broker.pool = pipeline.pool
+    for lane in lanes_of(settings.queues):
+        broker.declare_queue(lane)
     dramatiq.actor(  # type: ignore[call-overload]
-        runtime.run_step,
+        pipeline.take,
         broker=broker,
         actor_name=ACTOR_NAME,
         queue_name=settings.queues[0],
@@ -169,4 +205,4 @@ def setup(
     )
     if set_global:
         dramatiq.set_broker(broker)
-    return broker, runtime
+    return broker, pipeline

@@ -1,42 +1,55 @@
-"""Per-process watcher of running steps: renews leases, delivers cancels and timeouts.
+"""Per-process watcher of claimed units: renews their leases, delivers stops to them.
 
-One thread per worker process. While steps run it wakes often enough to renew their
-leases (a third of the lease) and to notice that their run is stopping (fail-fast,
-cancel, timeout), then cancels their task. With nothing running it only looks at its
-(in-memory) set of steps once a tick.
+A stop reaches a running attempt within a round trip: stop.lua publishes it on the
+store's stop channel and a listener thread here cancels the attempts of that run (but
+those the stop spares). Every third of a lease another thread renews the leases of all
+units this process holds, in one round trip; a renewal also answers whether the run's
+stop catches the unit, which covers a stop published while the listener was
+reconnecting, and whether the lease is still this attempt's (a unit taken over after
+its lease expired is cancelled here: its result would not be recorded).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
+
+import redis
 
 from executor.backends.redis.store import RedisStore
 from executor.errors import RunNotFoundError
 
 log = logging.getLogger("dagrelay.worker")
-STOP_CHECK_SECONDS = 0.25
+LISTEN_TIMEOUT = 1.0
 
 
 @dataclass(eq=False)
 class Tracked:
-    """A step attempt running in this process."""
+    """A claimed unit of this process: its lease, and the task to cancel on a stop."""
 
     run_id: str
-    step_id: str
+    unit: str
     attempt: int
+    lane: str
+    spared_on_fail: bool = False  # a fail-fast stop lets it run on
+    slot: str | None = None  # holder name in the tool's semaphore, if it has a limit
+    tool: str = ""
     loop: asyncio.AbstractEventLoop | None = None
     task: asyncio.Task[object] | None = None
     reason: str | None = None
-    slot: str | None = None  # holder name in the tool's semaphore, if it has a limit
-    tool: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def attach(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[object]) -> bool:
+        """The task running the attempt; False if a stop came first (do not run it)."""
+        with self.lock:
+            self.loop, self.task = loop, task
+            return self.reason is None
+
     def interrupt(self, reason: str) -> None:
-        """Stop the attempt: cancel its task on the worker thread's loop."""
+        """Stop the attempt: cancel its task on the pipeline's loop."""
         with self.lock:
             if self.reason is not None:
                 return
@@ -44,102 +57,128 @@ class Tracked:
             if self.task is not None and self.loop is not None:
                 self.loop.call_soon_threadsafe(self.task.cancel)
 
+    def stopped_by(self, reason: str) -> bool:
+        return not (reason == "failed" and self.spared_on_fail)
+
 
 class Monitor:
-    """Renews leases of tracked attempts and cancels them when their run stops."""
+    """Renews the leases of tracked units and cancels them when their run stops."""
 
     def __init__(self, store: RedisStore, lease_seconds: float) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
-        self._tracked: set[Tracked] = set()
+        self._tracked: dict[str, set[Tracked]] = {}  # by run
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._next_renew = 0.0
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="dagrelay-monitor", daemon=True)
-        self._thread.start()
+        for name, target in (
+            ("dagrelay-leases", self._renew_loop),
+            ("dagrelay-stops", self._listen),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
+        # The listener is not waited for: it may be blocked reading the channel for up to
+        # LISTEN_TIMEOUT, and it only ever cancels attempts (none is left to cancel).
         self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in self._threads:
+            if thread.name != "dagrelay-stops":
+                thread.join(timeout=5)
 
     def running(self) -> int:
-        """How many attempts this process runs now."""
-        return len(self._tracked)
-
-    def track(
-        self, run_id: str, step_id: str, attempt: int, slot: str | None = None, tool: str = ""
-    ) -> Tracked:
-        t = Tracked(run_id, step_id, attempt, slot=slot, tool=tool)
-        # No wake-up: the monitor sees new steps on its next tick. Waking it per step
-        # cost a thread switch and a stop check round trip per hop of a chain, for
-        # steps that were just claimed (the claim checks the stop) and mostly end first.
+        """How many units this process holds now."""
         with self._lock:
-            self._tracked.add(t)
+            return sum(len(s) for s in self._tracked.values())
+
+    def track(self, t: Tracked) -> Tracked:
+        with self._lock:
+            self._tracked.setdefault(t.run_id, set()).add(t)
         return t
 
     def untrack(self, t: Tracked) -> None:
         with self._lock:
-            self._tracked.discard(t)
+            units = self._tracked.get(t.run_id)
+            if units is not None:
+                units.discard(t)
+                if not units:
+                    del self._tracked[t.run_id]
 
-    def _loop(self) -> None:
-        idle = True
+    def _of_run(self, run_id: str) -> list[Tracked]:
+        with self._lock:
+            return list(self._tracked.get(run_id, ()))
+
+    def _all(self) -> list[Tracked]:
+        with self._lock:
+            return [t for units in self._tracked.values() for t in units]
+
+    def stopped(self, run_id: str, reason: str) -> None:
+        """The run stopped: cancel the attempts the stop catches."""
+        for t in self._of_run(run_id):
+            if t.stopped_by(reason):
+                t.interrupt(reason)
+
+    # The stop channel -------------------------------------------------------------------
+    def _listen(self) -> None:
+        delay = 0.05
         while not self._stopping.is_set():
-            with self._lock:
-                tracked = list(self._tracked)
-            if not tracked:
-                idle = True
-                self._wake.wait(STOP_CHECK_SECONDS)
-                self._wake.clear()
-                continue
-            now = time.monotonic()
-            if idle:
-                # Whatever is tracked now was claimed within a tick, with a fresh lease.
-                idle = False
-                self._next_renew = now + self.lease_seconds / 3 - STOP_CHECK_SECONDS
+            pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
             try:
-                self._check(tracked, now)
-            except Exception:  # Redis hiccup: try again next tick, leases have slack
-                log.exception("lease renewal failed")
-            self._wake.wait(STOP_CHECK_SECONDS)
-            self._wake.clear()
+                pubsub.subscribe(self.store.stop_channel)
+                # Stops published while this thread was not listening: ask the runs.
+                self._check_stops()
+                delay = 0.05
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=LISTEN_TIMEOUT)
+                    if message and message.get("type") == "message":
+                        run_id, _, reason = str(message["data"]).partition("|")
+                        self.stopped(run_id, reason)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("stop channel lost (%s); listening again", exc)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):  # closing a broken connection may fail
+                    pubsub.close()
 
-    def _check(self, tracked: list[Tracked], now: float) -> None:
-        renew = now >= self._next_renew
-        if renew:
-            self._next_renew = now + self.lease_seconds / 3
-        lease_ms = int(self.lease_seconds * 1000)
-        expiry = time.time() + self.lease_seconds
-        hints: dict[str, float] = {}
-        slots: list[tuple[str, str]] = []
-        stops: dict[str, str] = {}
-        # One round trip renews every lease this process holds.
-        renewed = (
-            self.store.renew_many([(t.run_id, t.step_id, t.attempt) for t in tracked], lease_ms)
-            if renew
-            else []
-        )
-        for i, t in enumerate(tracked):
-            if renew:
-                held, stop = renewed[i]
-                if held:
-                    hints[f"{t.run_id}|{t.step_id}"] = expiry
-                    if t.slot is not None:
-                        slots.append((t.tool, t.slot))
-            else:
-                if t.run_id not in stops:
-                    try:
-                        stops[t.run_id] = self.store.run_meta(t.run_id, "stop").get("stop", "")
-                    except RunNotFoundError:  # its state is gone (Redis emptied, expired)
-                        stops[t.run_id] = "gone"
-                stop = stops[t.run_id]
+    def _check_stops(self) -> None:
+        for run_id in {t.run_id for t in self._all()}:
+            try:
+                stop = self.store.run_meta(run_id, "stop").get("stop", "")
+            except RunNotFoundError:  # its state is gone (Redis emptied, expired)
+                stop = "gone"
             if stop:
-                t.interrupt("cancelled")
-        self.store.set_leases(hints)
+                self.stopped(run_id, stop)
+
+    # Leases -----------------------------------------------------------------------------
+    def _renew_loop(self) -> None:
+        period = self.lease_seconds / 3
+        while not self._stopping.wait(period):
+            tracked = self._all()
+            if not tracked:
+                continue
+            try:
+                self._renew(tracked)
+            except Exception:  # Redis hiccup: try again next period, leases have slack
+                log.exception("lease renewal failed")
+
+    def _renew(self, tracked: list[Tracked]) -> None:
+        lease_ms = int(self.lease_seconds * 1000)
+        renewed = self.store.renew_many(
+            [(t.run_id, t.unit, t.attempt, t.lane) for t in tracked], lease_ms
+        )
+        slots: list[tuple[str, str]] = []
+        for t, (held, stop) in zip(tracked, renewed, strict=True):
+            if t.task is None and not held:
+                continue  # claimed a moment ago and settled already: nothing to renew
+            if held and t.slot is not None:
+                slots.append((t.tool, t.slot))
+            if stop:
+                t.interrupt(stop)
+            elif not held:
+                t.interrupt("lost")  # taken over: its result would not be recorded
         if slots:
             self.store.renew_slots(slots, lease_ms)

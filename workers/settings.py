@@ -14,10 +14,11 @@ DEFAULT_URL = "redis://localhost:6379/0"
 class Settings:
     """Where Redis is, which tools to load, which queues to serve, lease timing.
 
-    A running step holds a lease of `lease_seconds`, renewed every third of it; a
-    sweeper looks for expired leases every `sweep_seconds`. So a killed worker's step
-    runs again after at most about `lease_seconds + sweep_seconds`. Sync tools run in a
-    pool of `tool_threads` per process (the worker thread waits on them).
+    A running unit holds a lease of `lease_seconds`, renewed every third of it; a
+    sweeper looks for expired leases every `sweep_seconds`. So a killed worker's unit
+    runs again after at most about `lease_seconds + sweep_seconds`. A process runs at
+    most `threads` sync tool calls (Dramatiq's `--threads`, read again when its worker
+    boots) and `async_steps` async ones at once (0: async calls share the sync slots).
     """
 
     redis_url: str = DEFAULT_URL
@@ -27,9 +28,7 @@ class Settings:
     lease_seconds: float = 6.0
     sweep_seconds: float = 1.0
     result_ttl: int = 7 * 24 * 3600
-    tool_threads: int = 32
-    # Async steps a process may run at once without holding a worker thread (0: off,
-    # one step per thread). See workers/detached.py.
+    threads: int = 8
     async_steps: int = 0
     # A worker process not heard from for this long is presumed dead: the messages it
     # had fetched but not started go back to their queue (Dramatiq's maintenance).
@@ -53,7 +52,7 @@ class Settings:
             lease_seconds=float(e.get("DAGRELAY_LEASE_SECONDS", "6")),
             sweep_seconds=float(e.get("DAGRELAY_SWEEP_SECONDS", "1")),
             result_ttl=int(e.get("DAGRELAY_RESULT_TTL", str(7 * 24 * 3600))),
-            tool_threads=int(e.get("DAGRELAY_TOOL_THREADS", "32")),
+            threads=int(e.get("DAGRELAY_THREADS", "8")),
             async_steps=int(e.get("DAGRELAY_ASYNC_STEPS", "0")),
             heartbeat_seconds=float(e.get("DAGRELAY_HEARTBEAT_SECONDS", "10")),
             redis_retry_seconds=float(e.get("DAGRELAY_REDIS_RETRY_SECONDS", "60")),

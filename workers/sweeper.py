@@ -4,73 +4,80 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 from executor.backends.redis.coordinator import Coordinator, now_iso
-from executor.backends.redis.run_context import RunContext
-from executor.backends.redis.store import RedisStore
+from executor.backends.redis.messages import per_token
 from executor.errors import RunNotFoundError
+from executor.run.scheduling import stop_error
 from workers.periodic import Periodic
-
-# Sends a step's attempt again: (run, step, attempt, delay in ms or None).
-SendStep = Callable[[RunContext, str, int, int | None], None]
 
 log = logging.getLogger("dagrelay.worker")
 
 
 class Sweeper(Periodic):
-    """Re-queues steps whose worker died (lease expired), repairs steps whose completer
+    """Re-queues units whose worker died (lease expired), repairs steps whose completer
     died, and stops overdue runs."""
 
     name = "dagrelay-sweeper"
 
-    def __init__(
-        self, store: RedisStore, coordinator: Coordinator, send_step: SendStep, period: float
-    ) -> None:
+    def __init__(self, coordinator: Coordinator, period: float, lease_seconds: float) -> None:
         super().__init__(period)
-        self.store = store
         self.coordinator = coordinator
-        self.send_step = send_step
+        self.store = coordinator.store
+        self.lease_seconds = lease_seconds
 
     def tick(self) -> None:
         self.sweep()
 
     def sweep(self) -> None:
-        """One pass: expired leases and run deadlines."""
+        """One pass: the runs whose leases are due for a look, and run deadlines."""
         store, coordinator = self.store, self.coordinator
         now = time.time()
-        for run_id, step_id in store.expired_leases(now):
-            if not store.take_lease_hint(run_id, step_id):
-                continue  # another sweeper has it
-            kind, attempt = store.reclaim(run_id, step_id, now_iso())
-            if kind == 0:
-                continue
+        for run_id in store.leased_runs(now):
             try:
-                ctx = coordinator.context(run_id)
+                self._sweep_run(run_id, now)
             except RunNotFoundError:
-                continue
-            if kind == 3:
-                coordinator.repair(ctx, step_id)
-            elif kind == 1:
-                log.warning(
-                    "run %s step %s: worker lost, sending attempt %s", run_id, step_id, attempt
-                )
-                self.send_step(ctx, step_id, attempt, None)
-            else:
-                coordinator.completed(
-                    ctx,
-                    step_id,
-                    "cancelled",
-                    record={
-                        "error": {
-                            "type": "WorkerLost",
-                            "message": "worker lost while the run stopped",
-                        }
-                    },
-                )
+                store.watch_at(run_id, None)
         for run_id in store.overdue_runs(now):
             store.client.zrem(store.deadlines_key, run_id)
             try:
                 coordinator.stop(run_id, "timed_out")
             except RunNotFoundError:
                 continue
+
+    def _sweep_run(self, run_id: str, now: float) -> None:
+        """Re-queue a run's units whose lease expired (a dead worker's), repair what a
+        dead completer left undecided, and say when to look again."""
+        store, coordinator = self.store, self.coordinator
+        expired, soonest = store.expired_leases(run_id, now)
+        for unit, lane in expired:
+            kind, attempt, tokens = store.reclaim(run_id, unit, lane, now_iso())
+            if kind == 0:
+                continue
+            ctx = coordinator.context(run_id)
+            if kind == 3:
+                coordinator.repair(ctx, unit.partition("[")[0])
+            elif kind == 1:
+                log.warning(
+                    "run %s unit %s: worker lost, queueing attempt %s", run_id, unit, attempt
+                )
+                coordinator.send_tokens(run_id, lane, tokens, 1)
+            else:
+                stop = store.run_meta(run_id, "stop").get("stop", "") or "cancelled"
+                err = stop_error(stop).model_dump()
+                coordinator.completed(ctx, unit, "cancelled", {"error": err})
+        # Units due for over a lease with no taker: their token may be lost (a worker
+        # that died with it fetched, say): another costs a worker a look at most.
+        for lane, queued in store.stale_lanes(run_id, now - self.lease_seconds):
+            store.add_token(run_id, lane)
+            coordinator.send_tokens(run_id, lane, 1, per_token(queued))
+        if expired:
+            _, soonest = store.expired_leases(run_id, now)
+        # Next look: when its earliest lease expires; with none left, within a lease
+        # (a claim on its way now is watched from its own ZADD) or never once it ended.
+        if soonest:
+            store.watch_at(run_id, min(soonest, now + self.lease_seconds))
+        elif store.run_meta(run_id, "status").get("status") in ("running", "pending"):
+            store.watch_at(run_id, now + self.lease_seconds)
+        else:
+            store.watch_at(run_id, None)

@@ -1,13 +1,13 @@
 """What a worker knows about the step it is on, for logs and traces.
 
 * `ObservabilityMiddleware` (a Dramatiq middleware, added by `workers.broker.setup`):
-  around every step message it makes the message's trace context current (the W3C
-  `traceparent` the sender put in `message.options`) and binds the message's run and
-  step ids for logging; in a worker process started by Dramatiq's CLI it also makes the
+  around every token message it makes the message's trace context current (the W3C
+  `traceparent` the sender put in `message.options`) and binds the message's run id
+  for logging; in a worker process started by Dramatiq's CLI it also makes the
   process's log handlers dagrelay's (`executor.observability.logs.configure`: ids on every record,
   `DAGRELAY_LOG_FORMAT=json`).
-* `step_scope(...)`: around each attempt the runtime runs (a message may run several
-  steps in place): the attempt's OpenTelemetry span, and its ids on every log record.
+* `step_scope(...)`: around each attempt the pipeline runs (a message may bring several
+  units): the attempt's OpenTelemetry span, and its ids on every log record.
 
 Without OpenTelemetry installed only the logging part does anything.
 """
@@ -40,9 +40,8 @@ class ObservabilityMiddleware(Middleware):
         stack = self._stack()
         trace_token = tracing.attach(message.options)
         log_token = None
-        if message.actor_name == ACTOR_NAME and len(message.args) >= 3:
-            run_id, step_id, attempt = message.args[:3]
-            log_token = logs.bind(str(run_id), str(step_id), _int(attempt))
+        if message.actor_name == ACTOR_NAME and message.args:
+            log_token = logs.bind(str(message.args[0]))
         stack.append((trace_token, log_token))
 
     def after_process_message(
@@ -74,22 +73,25 @@ class ObservabilityMiddleware(Middleware):
         tracing.detach(trace_token)
 
 
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 @contextlib.contextmanager
 def step_scope(
-    run_id: str, step_id: str, attempt: int, worker: str | None = None, tool: str | None = None
+    run_id: str,
+    unit: str,
+    attempt: int,
+    worker: str | None = None,
+    tool: str | None = None,
+    started_at: str | None = None,
 ) -> Iterator[None]:
-    """One attempt: its span (current while it runs and coordinates, so the messages it
-    sends carry it) and its ids on log records."""
+    """One attempt of a unit (a step, or an item `step[i]`): its span (current while it
+    runs and coordinates, so the messages it sends carry it; it starts when the attempt's
+    record says it did) and its ids on log records."""
+    step, _, rest = unit.partition("[")
+    item = int(rest[:-1]) if rest else None
     with (
-        logs.step_context(run_id, step_id, attempt),
-        tracing.attempt_span(run_id, step_id, attempt, worker=worker, tool=tool),
+        logs.step_context(run_id, unit, attempt),
+        tracing.attempt_span(
+            run_id, step, attempt, worker=worker, tool=tool, item=item, started_at=started_at
+        ),
     ):
         yield
 

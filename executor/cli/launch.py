@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from executor.backends.redis.messages import lanes_of
 from executor.model.tools import ToolRegistry, load_tools
 
 
@@ -30,7 +31,8 @@ def worker_argv(processes: int, threads: int, queues: Sequence[str]) -> list[str
         "30000",
     ]
     if queues:
-        argv += ["--queues", *queues]
+        # Each queue is two Dramatiq queues: its sync and async lanes.
+        argv += ["--queues", *lanes_of(list(queues))]
     return argv
 
 
@@ -73,11 +75,13 @@ def run_worker(
     """Run worker processes in the foreground until they stop; returns the exit code.
 
     Args:
-        async_steps: async steps a process may run at once without holding a thread.
+        async_steps: async tool calls a process may run at once (0: they share the
+            `threads` slots).
     """
     check_tools(tools)
     argv = worker_argv(processes, threads, queues)
     env = worker_env(tools, redis_url, queues, namespace)
+    env["DAGRELAY_THREADS"] = str(threads)  # also read again from Dramatiq's worker
     if async_steps:
         env["DAGRELAY_ASYNC_STEPS"] = str(async_steps)
     if hasattr(os, "execvpe"):

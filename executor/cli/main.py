@@ -259,8 +259,19 @@ def worker(
             "--redis", envvar="DAGRELAY_REDIS_URL", show_envvar=True, help="Redis to serve."
         ),
     ] = None,
-    processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
-    threads: Annotated[int, typer.Option("--threads", min=1)] = 8,
+    processes: Annotated[
+        int,
+        typer.Option("--processes", "-p", min=1, help="Worker processes (Dramatiq's)."),
+    ] = 1,
+    threads: Annotated[
+        int,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="Sync tool calls a process runs at once, whatever brought them (a queued "
+            "step, a dependent kept in place, a map item).",
+        ),
+    ] = 8,
     queues: Annotated[
         list[str] | None,
         typer.Option("--queues", "-Q", help="Queues to serve (repeat, or comma-separated)."),
@@ -271,9 +282,8 @@ def worker(
             "--async-steps",
             min=0,
             envvar="DAGRELAY_ASYNC_STEPS",
-            help="Async steps a process runs at once without holding a thread (0: one "
-            "step per thread). Their messages are acknowledged when claimed; their "
-            "leases keep them safe.",
+            help="Async tool calls a process runs at once (0: they share the --threads "
+            "slots, one each).",
         ),
     ] = 0,
 ) -> None:

@@ -130,21 +130,36 @@ def attempt_span(
     *,
     worker: str | None = None,
     tool: str | None = None,
+    item: int | None = None,
+    started_at: str | None = None,
 ) -> Iterator[Any]:
-    """A span around one attempt of a step, current while it runs (None: no tracing)."""
+    """A span around one attempt of a step (or of one item of a map step), current while
+    it runs (None: no tracing); it starts at `started_at` (ISO) when given."""
     tracer = _tracer() if AVAILABLE else None
     if tracer is None:
         yield None
         return
+    start_time = _ns(datetime.fromisoformat(started_at)) if started_at else None
     attributes: dict[str, Any] = {RUN_ID: run_id, STEP_ID: step_id, ATTEMPT: attempt}
     if worker:
         attributes[WORKER] = worker
     if tool:
         attributes[TOOL] = tool
+    if item is not None:
+        attributes[ITEM] = item
+    name = f"step {step_id}" if item is None else f"step {step_id}[{item}]"
     with tracer.start_as_current_span(
-        f"step {step_id}", kind=SpanKind.CONSUMER, attributes=attributes
+        name, kind=SpanKind.CONSUMER, attributes=attributes, start_time=start_time
     ) as span:
         yield span
+
+
+def set_worker(worker: str) -> None:
+    """Name where the current (attempt) span's work ran, once known (a pool's thread)."""
+    if AVAILABLE:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute(WORKER, worker)
 
 
 def record_error(error: StepError | None) -> None:
@@ -267,20 +282,6 @@ def record_attempts(run: RunSpan, result: ExecutionResult) -> None:
             _record(tracer, parent, result.run_id, rec.step_id, child, i)
 
 
-def record_items(run_id: str, step_id: str, rec: StepRecord) -> None:
-    """Child spans of the current (attempt) span for a map step's item attempts, from the
-    times they recorded: a worker runs the items inside its step's span."""
-    tracer = _tracer() if AVAILABLE and rec.items else None
-    if tracer is None:
-        return
-    span = trace.get_current_span()
-    if not span.is_recording():
-        return
-    parent = trace.set_span_in_context(span)
-    for i, child in enumerate(rec.items or ()):
-        _record(tracer, parent, run_id, step_id, child, i)
-
-
 def _record(
     tracer: Any, parent: Any, run_id: str, step_id: str, rec: StepRecord, item: int | None
 ) -> None:
@@ -361,7 +362,7 @@ __all__ = [
     "inject",
     "record_attempts",
     "record_error",
-    "record_items",
+    "set_worker",
     "start_run",
     "traced",
 ]

@@ -67,6 +67,8 @@ Hook = Callable[[int, StepError | None], None]
 # bound method for all its steps instead of making a closure per step.
 StepHook = Callable[[StepProgress, int, StepError | None], None]
 _NO_SLOT = contextlib.nullcontext()  # stateless: one for every call without a slot
+# The error of an attempt cut short by a cancel, until its runner says why (`stop_error`).
+CUT = StepError(type="CancelledError", message="cancelled")
 
 
 async def run_attempts(
@@ -120,13 +122,14 @@ async def run_attempts(
             except Exception as e:
                 exc = e
             except BaseException:
-                _close(attempt, t_attempt, StepError(type="CancelledError", message="cancelled"))
+                _close(attempt, t_attempt, CUT)
                 rec.finished_at, rec.duration = attempt.finished_at, time.perf_counter() - t_start
                 raise
             _close(attempt, t_attempt, None)
         rec.finished_at = attempt.finished_at
         rec.duration = time.perf_counter() - t_start
         if exc is None:
+            rec.error = None  # the step's error is its final attempt's
             return "succeeded", output
         error = StepError.from_exception(exc, format_tb(exc))
         attempt.error = rec.error = error
@@ -162,7 +165,8 @@ async def map_step(
     """Run a map step: one tool call per item of `step.map`, concurrently, in `rec.items`.
 
     A `when` that reads `item`/`index` filters items (a false one is `skipped`). `rec`
-    stays readable while the items run.
+    stays readable while the items run. The step has one attempt: the run of its items
+    (each item's own attempts are in its record).
     Returns:
         `("succeeded", outputs in item order)`, or `("failed", None)` with `rec.error`.
     """
@@ -171,6 +175,9 @@ async def map_step(
     rec.started_at = time.time()
     rec.worker = worker
     rec.status = "running"
+    rec.items = []
+    attempt = AttemptProgress(1, rec.started_at, worker)
+    rec.attempts.append(attempt)
     if t_queued is not None:
         rec.queue_wait = t0 - t_queued
     if on_start is not None:
@@ -211,9 +218,14 @@ async def map_step(
             )
 
         return await run_items(rec, items, one)
+    except BaseException:
+        attempt.error = CUT
+        raise
     finally:
-        rec.finished_at = time.time()
-        rec.duration = time.perf_counter() - t0
+        rec.finished_at = attempt.finished_at = time.time()
+        rec.duration = attempt.duration = time.perf_counter() - t0
+        if attempt.error is None:
+            attempt.error = rec.error
 
 
 async def run_items(
@@ -229,8 +241,15 @@ async def run_items(
     rec.items = [StepProgress(f"{rec.step_id}[{i}]", rec.tool) for i in range(len(items))]
     for child in rec.items:
         child.queued_at = time.time()
+
+    async def settled(child: StepProgress, i: int, item: Any) -> tuple[StepStatus, Any]:
+        # Its outcome is its own the moment it ends: a stop after that does not undo it.
+        status, output = await run_item(child, i, item)
+        child.status, child.output = status, output
+        return status, output
+
     tasks = [
-        asyncio.ensure_future(run_item(child, i, item))
+        asyncio.ensure_future(settled(child, i, item))
         for i, (child, item) in enumerate(zip(rec.items, items, strict=True))
     ]
     try:

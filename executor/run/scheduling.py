@@ -21,6 +21,24 @@ from executor.run.records import TERMINAL_STEP, RunStatus, StepError, StepStatus
 Decision = Literal["run", "skipped", "upstream_failed", "cancelled", "failed"]
 StopReason = Literal["failed", "cancelled", "timed_out"]
 _FAILED = frozenset({"failed", "upstream_failed"})
+# Trigger rules that can fire when a dependency failed or was cancelled: under fail_fast
+# a step with one is not cancelled by the stop (cleanup and alerting run when a run
+# fails); it is decided once its dependencies are terminal, cancelled ones counting as
+# done.
+FIRES_ON_FAILURE = frozenset({"all_done", "all_failed", "one_failed", "one_done", "always"})
+# Trigger rules that refuse a step whose dependencies all succeeded.
+REFUSE_ALL_SUCCEEDED = frozenset({"all_failed", "all_skipped", "one_failed"})
+# What a stop says to the attempts it cuts short.
+STOP_MESSAGES: dict[str, str] = {
+    "failed": "the run stopped: another step failed (fail_fast)",
+    "cancelled": "the run was cancelled",
+    "timed_out": "the run timed out",
+}
+
+
+def stop_error(reason: str) -> StepError:
+    """The error of an attempt (and its step) that a stop cut short."""
+    return StepError(type="CancelledError", message=STOP_MESSAGES.get(reason, f"run {reason}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +62,22 @@ class Scheduler:
     def __init__(self, dag: Dag) -> None:
         self.dag = dag
         self.fail_fast = dag.flow.on_failure == "fail_fast"
+        # Steps a fail-fast stop does not cancel (see FIRES_ON_FAILURE).
+        self.survivors = frozenset(
+            sid
+            for sid, st in dag.steps.items()
+            if self.fail_fast and st.trigger in FIRES_ON_FAILURE
+        )
+        # Steps that run, once ready, whenever all their dependencies succeeded: no
+        # trigger rule or condition to ask (what a worker may claim ahead of deciding).
+        self.clean = frozenset(
+            sid
+            for sid, st in dag.steps.items()
+            if st.trigger not in REFUSE_ALL_SUCCEEDED and sid not in dag.predicates
+        )
         # A map step's `when` that reads `item`/`index` filters items (the backend
         # evaluates it per item); any other `when` decides the whole step here.
-        self._per_item = frozenset(
+        self.per_item = frozenset(
             sid
             for sid, pred in dag.predicates.items()
             if dag.steps[sid].map is not None and _reads_item(pred.tree)
@@ -72,7 +103,7 @@ class Scheduler:
                     return refused
                 break
         predicate = self.dag.predicates.get(step_id)
-        if predicate is not None and step_id not in self._per_item:
+        if predicate is not None and step_id not in self.per_item:
             try:
                 ok = predicate.evaluate(input, _only_succeeded(outputs, statuses, predicate.steps))
             except PredicateError as exc:
@@ -87,9 +118,9 @@ class Scheduler:
         """What the step's trigger rule makes of it when a dependency did not succeed
         (None: it may run, if its `when` agrees)."""
         dep_status = [statuses[d] for d in self.dag.deps[step_id]]
-        if "cancelled" in dep_status:
-            return _CANCELLED
         trigger = self.dag.steps[step_id].trigger
+        if "cancelled" in dep_status and trigger not in FIRES_ON_FAILURE:
+            return _CANCELLED
         if trigger == "all_success":
             if any(s in _FAILED for s in dep_status):
                 return _UPSTREAM_FAILED
@@ -102,6 +133,45 @@ class Scheduler:
     def stops_run(self, status: StepStatus) -> bool:
         """Whether a step ending with `status` stops the whole run (fail-fast)."""
         return self.fail_fast and status == "failed"
+
+    def survives(self, step_id: str, stop: str | None) -> bool:
+        """Whether a step goes on (starts, runs, keeps its outcome) after a stop."""
+        return stop == "failed" and step_id in self.survivors
+
+    def settled(self, step_id: str, outcome: StepStatus, stop: str | None) -> StepStatus:
+        """The status an attempt's outcome is recorded as: a stop cancels what it catches
+        running (recorded after the stop means cancelled), a survivor keeps its own."""
+        if stop and not self.survives(step_id, stop):
+            return "cancelled"
+        return outcome
+
+    def run_error(
+        self,
+        status: RunStatus,
+        first_failed: str | None,
+        failed: int = 0,
+        error: StepError | None = None,
+    ) -> str | None:
+        """The run's `error`: why it did not succeed, naming the step that failed first.
+
+        Args:
+            first_failed: the step whose failure was recorded first (first in time).
+            failed: how many steps failed in all.
+            error: the first failed step's error.
+        """
+        if status == "succeeded":
+            return None
+        if status == "cancelled":
+            return "run cancelled"
+        if status == "timed_out":
+            return f"run exceeded its timeout of {self.dag.flow.timeout}s"
+        if first_failed is None:
+            return "run failed"
+        text = f"step {first_failed!r} failed" + (f": {error}" if error else "")
+        if failed > 1:
+            others = failed - 1
+            text += f" ({others} other step{'s' if others > 1 else ''} failed too)"
+        return text
 
     @staticmethod
     def run_status(statuses: Mapping[str, StepStatus], stop: StopReason | None) -> RunStatus:
@@ -144,6 +214,7 @@ class RunState:
         self.remaining = {s: len(d) for s, d in dag.deps.items()}
         self.unfinished = len(dag.steps)
         self.stop_reason: StopReason | None = None
+        self.failed: list[str] = []  # failed steps, first in time first
 
     @property
     def finished(self) -> bool:
@@ -178,7 +249,6 @@ class RunState:
         self._set(step_id, status, output)
         if self.scheduler.stops_run(status) and self.stop_reason is None:
             self._stop("failed", actions)
-            return actions
         self._release(step_id, actions)
         return actions
 
@@ -191,18 +261,28 @@ class RunState:
 
     def _stop(self, reason: StopReason, actions: Actions) -> None:
         self.stop_reason = reason
+        survivors = self.scheduler.survivors if reason == "failed" else frozenset()
+        cancelled = []
         for sid, st in self.status.items():
+            if sid in survivors:
+                continue
             if st in ("pending", "queued"):
                 self._set(sid, "cancelled", None)
                 actions.resolved.append((sid, "cancelled", None))
+                cancelled.append(sid)
             elif st == "running":
                 actions.cancel_running.append(sid)
+        # What the stop cancelled is done: survivors waiting on it may be ready now.
+        for sid in cancelled:
+            self._release(sid, actions)
 
     def _set(self, step_id: str, status: StepStatus, output: Any) -> None:
         self.status[step_id] = status
         self.unfinished -= 1
         if status == "succeeded":
             self.outputs[step_id] = output
+        elif status == "failed":
+            self.failed.append(step_id)
 
     def _release(self, step_id: str, actions: Actions) -> None:
         ready: list[str] = []
@@ -214,23 +294,31 @@ class RunState:
             self._resolve(ready, actions)
 
     def _resolve(self, ready: list[str], actions: Actions) -> None:
-        # A worklist, not recursion: a skip can cascade down a 10,000-step chain.
-        work = list(reversed(ready))
-        while work:
-            sid = work.pop()
-            if self.stop_reason is not None:
-                return
-            res = self.scheduler.decide(sid, self.status, self.input, self.outputs)
-            if res.decision == "run":
-                self.status[sid] = "queued"
-                actions.run.append(sid)
-                continue
-            self._set(sid, res.decision, None)
-            actions.resolved.append((sid, res.decision, res.error))
-            if self.scheduler.stops_run(res.decision):
-                self._stop("failed", actions)
-                return
-            for child in reversed(self.dag.dependents[sid]):
-                self.remaining[child] -= 1
-                if self.remaining[child] == 0 and self.status[child] == "pending":
-                    work.append(child)
+        """Decide ready steps in waves: every step of a wave, in order, then the steps its
+        skips and failures made ready, as the next wave (the order the Redis backend
+        records them in, a wave per round trip, so both agree on what a fail-fast stop
+        in a cascade catches). Iterative: a skip can cascade down a 10,000-step chain."""
+        wave = ready
+        while wave:
+            later: list[str] = []
+            for sid in wave:
+                if self.status[sid] != "pending":
+                    continue  # cancelled by a stop meanwhile
+                if self.stop_reason is not None and not self.scheduler.survives(
+                    sid, self.stop_reason
+                ):
+                    continue
+                res = self.scheduler.decide(sid, self.status, self.input, self.outputs)
+                if res.decision == "run":
+                    self.status[sid] = "queued"
+                    actions.run.append(sid)
+                    continue
+                self._set(sid, res.decision, None)
+                actions.resolved.append((sid, res.decision, res.error))
+                if self.scheduler.stops_run(res.decision) and self.stop_reason is None:
+                    self._stop("failed", actions)
+                for child in self.dag.dependents[sid]:
+                    self.remaining[child] -= 1
+                    if self.remaining[child] == 0 and self.status[child] == "pending":
+                        later.append(child)
+            wave = later

@@ -107,7 +107,7 @@ class RedisFakeFactory(BackendFactory):
         from tests.support.fakes import fake_worker
 
         self._fakeredis = fakeredis
-        self.server, self.broker, self.runtime = fake_worker(tools.registry)
+        self.server, self.broker, self.pipeline = fake_worker(tools.registry)
         self.worker = dramatiq.Worker(self.broker, worker_threads=16, worker_timeout=100)
         self.worker.start()
 
@@ -118,6 +118,7 @@ class RedisFakeFactory(BackendFactory):
 
     def close(self) -> None:
         self.worker.stop()
+        self.pipeline.drain(timeout=5)
 
 
 class RedisRealFactory(BackendFactory):
@@ -151,7 +152,7 @@ class RedisRealFactory(BackendFactory):
 
 
 class RedisAsyncFactory(RedisRealFactory):
-    """The same, with async steps detached from worker threads (`--async-steps`)."""
+    """The same, with slots of their own for async steps (`--async-steps`)."""
 
     name = "redis-async"
     env: ClassVar[dict[str, str]] = {"DAGRELAY_ASYNC_STEPS": "100"}

@@ -416,3 +416,109 @@ def test_wait_with_timeout_leaves_the_run_going(backend):
         handle.wait(timeout=0.01)
     assert wait_until(handle.done, timeout=LONG)
     assert handle.wait(timeout=1).status == "succeeded"
+
+
+# What a stop records (issue 14's differences, the same on every backend) ---------------
+def test_a_step_whose_attempt_fails_after_a_fail_fast_stop_is_cancelled(backend):
+    """`slow` fails 0.3 s in, with retries left, after `bad` stopped the run: it is
+    cancelled (the stop caught it running), not failed, and nothing retries it."""
+    flow = Flow(
+        name="late-failure",
+        steps=[
+            # `bad` fails once `slow` runs (0.1 s: both roots have started by then).
+            Step(id="bad", tool="fail", inputs={"message": "first", "seconds": 0.1}),
+            Step(
+                id="slow",
+                tool="fail",
+                inputs={"seconds": 0.3, "message": "second"},
+                retry=RetryPolicy(max_attempts=3),
+            ),
+        ],
+    )
+    r = backend.run(flow)
+    assert r.status == "failed"
+    assert statuses(r) == {"bad": "failed", "slow": "cancelled"}
+    slow = r.steps["slow"]
+    assert len(slow.attempts) == 1
+    err = slow.attempts[0].error
+    assert err is not None and err.type == "CancelledError" and "fail_fast" in err.message
+    assert slow.error == err
+    assert r.error == "step 'bad' failed: ValueError: first"
+
+
+def test_the_run_error_names_the_step_that_failed_first_in_time(backend):
+    flow = Flow(
+        name="two-failures",
+        on_failure="continue",
+        steps=[
+            Step(id="late", tool="fail", inputs={"seconds": 0.4, "message": "late"}),
+            Step(id="early", tool="fail", inputs={"message": "early"}),
+        ],
+    )
+    r = backend.run(flow)
+    assert r.status == "failed"
+    assert r.error == "step 'early' failed: ValueError: early (1 other step failed too)"
+
+
+def test_a_step_that_succeeds_on_a_retry_has_no_error(backend, files):
+    flow = Flow(
+        name="retry-ok",
+        steps=[
+            Step(
+                id="f",
+                tool="flaky",
+                inputs={"counter": files("n"), "fail_times": 1, "value": 1},
+                retry=RetryPolicy(max_attempts=2),
+            )
+        ],
+    )
+    r = backend.run(flow)
+    assert r.status == "succeeded"
+    rec = r.steps["f"]
+    assert rec.error is None
+    assert [a.error is not None for a in rec.attempts] == [True, False]
+
+
+def test_a_cancel_records_the_running_step_cancelled_with_the_reason(backend):
+    flow = Flow(name="long", steps=[Step(id="s", tool="sleep", inputs={"seconds": LONG})])
+    handle = backend.submit(flow)
+    assert wait_until(lambda: handle.result().steps["s"].status == "running", 10)
+    handle.cancel()
+    r = handle.wait(timeout=10)
+    assert r.status == "cancelled" and r.error == "run cancelled"
+    rec = r.steps["s"]
+    assert rec.status == "cancelled"
+    assert rec.error is not None and rec.error.type == "CancelledError"
+    assert rec.error.message == "the run was cancelled"
+    assert rec.attempts[-1].error == rec.error
+
+
+def test_a_fail_fast_stop_spares_a_cleanup_step(backend):
+    """Under fail_fast an `all_done` step still runs once its dependencies are done:
+    cleanup runs when a run fails."""
+    flow = Flow(
+        name="cleanup",
+        steps=[
+            Step(id="bad", tool="fail", inputs={"seconds": 0.05}),
+            Step(id="slow", tool="sleep", inputs={"seconds": LONG}),
+            Step(
+                id="cleanup",
+                tool="echo",
+                inputs={"value": "clean"},
+                depends_on=["bad", "slow"],
+                trigger="all_done",
+            ),
+            Step(id="after", tool="echo", inputs={"value": "$steps.cleanup"}),
+        ],
+    )
+    t0 = time.monotonic()
+    r = backend.run(flow)
+    assert time.monotonic() - t0 < 0.5 * LONG  # `slow` was cancelled, not waited for
+    assert r.status == "failed"
+    assert statuses(r) == {
+        "bad": "failed",
+        "slow": "cancelled",
+        "cleanup": "succeeded",
+        "after": "cancelled",
+    }
+    assert r.steps["cleanup"].output == "clean"

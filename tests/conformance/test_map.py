@@ -151,3 +151,26 @@ def test_map_step_with_false_when_is_skipped(backend):
     r = backend.run(flow, {"xs": [1, 2], "go": True})
     assert r.steps["each"].output == [1, 2]
     assert r.steps["after"].output == [1, 2]
+
+
+def test_a_map_step_has_one_attempt_and_its_items_their_own(backend):
+    flow = Flow(
+        name="map-attempts",
+        steps=[Step(id="m", tool="echo", map="$input.xs", inputs={"value": "$item"})],
+    )
+    r = backend.run(flow, {"xs": [1, 2]})
+    rec = r.steps["m"]
+    assert r.status == "succeeded"
+    assert [a.number for a in rec.attempts] == [1] and rec.attempts[0].error is None
+    assert [len(i.attempts) for i in rec.items or []] == [1, 1]
+
+
+def test_a_map_whose_list_cannot_be_read_has_no_items_and_one_failed_attempt(backend):
+    flow = Flow(
+        name="map-bad-source",
+        steps=[Step(id="m", tool="echo", map="$input.xs", inputs={"value": "$item"})],
+    )
+    r = backend.run(flow, {"xs": "not a list"})
+    rec = r.steps["m"]
+    assert rec.status == "failed" and rec.items == []
+    assert len(rec.attempts) == 1 and rec.attempts[0].error == rec.error

@@ -1,4 +1,4 @@
-"""`fake`: a fakeredis server, a worker broker and runtime in this process, a client.
+"""`fake`: a fakeredis server, a worker broker and pipeline in this process, a client.
 
 A fixture shared by the test modules that drive the `run_step` actor by hand
 (registered for the whole suite in tests/conftest.py).
@@ -16,42 +16,44 @@ from tests import dist_tools
 
 
 def fake_worker(registry: Any) -> tuple[Any, Any, Any]:
-    """A fakeredis server and a worker's broker and runtime on it, serving `registry`:
-    `(server, broker, runtime)`; no Dramatiq worker consumes yet."""
+    """A fakeredis server and a worker's broker and pipeline on it, serving `registry`:
+    `(server, broker, pipeline)`; no Dramatiq worker consumes yet."""
     import fakeredis
 
     from workers.broker import setup
     from workers.settings import Settings
 
     server = fakeredis.FakeServer()
-    broker, runtime = setup(
+    broker, pipeline = setup(
         Settings(),
         registry=registry,
         client=fakeredis.FakeRedis(server=server, decode_responses=True),
         broker_client=fakeredis.FakeRedis(server=server),
         set_global=False,
     )
-    return server, broker, runtime
+    return server, broker, pipeline
 
 
 class FakeCluster:
     """A fakeredis server, a broker with the `run_step` actor, and a client executor.
 
     No Dramatiq worker consumes messages until `start_worker()`: tests can call the
-    actor (`runtime.run_step`) directly, as a duplicate delivery would.
+    actor (`pipeline.take`) directly, as a duplicate delivery would (the pipeline runs
+    from the start).
     """
 
     def __init__(self) -> None:
         import fakeredis
 
-        self.server, self.broker, self.runtime = fake_worker(dist_tools.registry)
-        self.store = self.runtime.store
+        self.server, self.broker, self.pipeline = fake_worker(dist_tools.registry)
+        self.store = self.pipeline.store
         self.executor = FlowExecutor(
             registry=dist_tools.registry,
             redis_client=fakeredis.FakeRedis(server=self.server, decode_responses=True),
             broker=self.broker,
         )
         self.worker: Any = None
+        self.pipeline.start()
 
     def start_worker(self) -> None:
         import dramatiq
@@ -67,7 +69,7 @@ class FakeCluster:
     def close(self) -> None:
         if self.worker is not None:
             self.worker.stop()
-        self.runtime.stop()
+        self.pipeline.drain(timeout=5)
         self.executor.close()
 
 

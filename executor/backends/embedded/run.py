@@ -18,7 +18,7 @@ from executor.model.retry import NO_RETRY
 from executor.model.tools import Tool, ToolRegistry, check_output_size
 from executor.observability.logs import bind as bind_log_ids
 from executor.result import ExecutionResult
-from executor.run.attempts import map_step, now, run_attempts
+from executor.run.attempts import CUT, map_step, now, run_attempts
 from executor.run.events import EventLog
 from executor.run.progress import StepProgress, to_datetime
 from executor.run.records import (
@@ -30,7 +30,7 @@ from executor.run.records import (
     StepStatus,
     summarize,
 )
-from executor.run.scheduling import Actions, RunState
+from executor.run.scheduling import Actions, RunState, stop_error
 
 # A task runs at most this many steps in a row before it lets the loop run others.
 _YIELD_EVERY = 16
@@ -266,6 +266,12 @@ class LocalRun:
         except asyncio.CancelledError:
             status = "cancelled"
             self._end_timing(rec)
+            self._cut_short(rec, interrupted=True)
+        else:
+            # Ended after a stop that did not spare it: cancelled, whatever the tool did.
+            if self.state.scheduler.settled(sid, status, self.state.stop_reason) != status:
+                status = "cancelled"
+                self._cut_short(rec, interrupted=False)
         if status == "succeeded" and backend.max_output_bytes is not None:
             try:
                 check_output_size(tool.name, json.dumps(output), backend.max_output_bytes)
@@ -294,6 +300,24 @@ class LocalRun:
 
     def _retrying(self, rec: StepProgress, number: int, error: StepError | None) -> None:
         self._emit(rec.step_id, "retrying", number, str(error))
+
+    def _cut_short(self, rec: StepProgress, interrupted: bool) -> None:
+        """A cancelled step's attempt (and items) that the stop cut short say so; the
+        step's error is its final attempt's: the stop's, a failure's (it waited to retry),
+        or None (it never started).
+
+        Args:
+            interrupted: its task was cancelled; else it ended after the stop on its own.
+        """
+        err = stop_error(self.state.stop_reason or "cancelled")
+        last = rec.attempts[-1] if rec.attempts else None
+        rec.error = last.error if last is not None else None  # its final attempt's
+        if last is not None and (last.error is CUT or not interrupted):
+            last.error = rec.error = err
+        for item in rec.items or ():
+            for a in item.attempts:
+                if a.error is CUT:
+                    a.error = item.error = err
 
     def _end_timing(self, rec: StepProgress) -> None:
         """Close the timing of a step cancelled while it waited to retry."""
@@ -358,15 +382,11 @@ class LocalRun:
             wall_time=self.wall_time,
         )
 
-    def _error_summary(self, status: RunStatus, steps: dict[str, StepRecord]) -> str:
-        if status == "cancelled":
-            return "run cancelled"
-        if status == "timed_out":
-            return f"run exceeded its timeout of {self.flow.timeout}s"
-        for sid, rec in steps.items():
-            if rec.status == "failed":
-                return f"step {sid!r} failed: {rec.error}"
-        return "run failed"
+    def _error_summary(self, status: RunStatus, steps: dict[str, StepRecord]) -> str | None:
+        failed = self.state.failed
+        first = failed[0] if failed else None
+        error = steps[first].error if first is not None else None
+        return self.state.scheduler.run_error(status, first, len(failed), error)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

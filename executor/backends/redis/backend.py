@@ -14,22 +14,22 @@ import dramatiq
 import redis
 
 from executor.backends.redis.coordinator import Coordinator
-from executor.backends.redis.messages import ACTOR_NAME, StepMessage
+from executor.backends.redis.messages import ACTOR_NAME, Token
 from executor.backends.redis.run_context import RunContext
 from executor.backends.redis.store import DEFAULT_TTL, RedisStore, RunData
 from executor.backends.redis.wakeup import WakingRedisBroker
 from executor.errors import DagrelayError, RunNotFoundError
 from executor.handle import RunHandle
 from executor.model.dag import Dag
-from executor.model.tools import ToolRegistry
+from executor.model.tools import Tool, ToolRegistry
 from executor.observability.tracing import current_context as trace_context
 from executor.result import ExecutionResult
 from executor.run.events import RunEvent
 from executor.run.records import TERMINAL_RUN, Attempt, RunStatus, StepRecord, summarize
 
 _PASSWORD = re.compile(r"^([a-z0-9+.-]*://[^:/@]*:)[^/]*@", re.IGNORECASE)
-# Dramatiq's own time limit is only a backstop behind dagrelay's per-attempt timeouts.
-TIME_LIMIT_GRACE_MS = 5_000
+# A token message's actor only claims (the attempts run after it returns): Dramatiq's
+# time limit has nothing to interrupt.
 NO_TIME_LIMIT_MS = 7 * 24 * 3600 * 1000
 # A client following a run rides out a Redis outage (a restart) for this long.
 RECONNECT_SECONDS = 60.0
@@ -61,29 +61,23 @@ def connect(url: str) -> redis.Redis:
 
 
 class BrokerSender:
-    """Sends step messages (`run_step(run_id, step_id, attempt)`, or a list of step ids
-    for a bundle) through a Dramatiq broker."""
+    """Sends token messages (`run_step(run_id, lane, units)`) through a Dramatiq broker."""
 
     def __init__(self, broker: dramatiq.Broker) -> None:
         self.broker = broker
 
-    def send_many(self, messages: list[StepMessage]) -> None:
+    def send_many(self, tokens: list[Token]) -> None:
         batch: list[tuple[dramatiq.Message[Any], int | None]] = []
         traced = trace_context()  # W3C traceparent of the active span, if any: workers join
-        for m in messages:
-            limit = (
-                NO_TIME_LIMIT_MS
-                if m.time_limit_ms is None
-                else m.time_limit_ms + TIME_LIMIT_GRACE_MS
-            )
+        for t in tokens:
             message: dramatiq.Message[Any] = dramatiq.Message(
-                queue_name=m.queue,
+                queue_name=t.lane,
                 actor_name=ACTOR_NAME,
-                args=(m.run_id, [m.step_id, *m.more] if m.more else m.step_id, m.attempt),
+                args=(t.run_id, t.lane, t.units),
                 kwargs={},
-                options={"time_limit": limit, "max_retries": 0, **traced},
+                options={"time_limit": NO_TIME_LIMIT_MS, "max_retries": 0, **traced},
             )
-            batch.append((message, m.delay_ms or None))
+            batch.append((message, t.delay_ms or None))
         if isinstance(self.broker, WakingRedisBroker):
             self.broker.enqueue_many(batch)
         else:
@@ -110,10 +104,10 @@ class RedisBackend:
         if broker is None:
             broker = WakingRedisBroker(url=url, middleware=[])
         self.broker = broker
-        self.coordinator = Coordinator(self.store, BrokerSender(broker), self._tool_timeout)
+        self.coordinator = Coordinator(self.store, BrokerSender(broker), self._tool_of)
 
-    def _tool_timeout(self, name: str) -> float | None:
-        return self.registry.get(name).timeout if name in self.registry else None
+    def _tool_of(self, name: str) -> Tool | None:
+        return self.registry.get(name) if name in self.registry else None
 
     def submit(self, dag: Dag, inputs: Any, run_id: str) -> RedisRunHandle:
         flow = dag.flow
@@ -128,13 +122,14 @@ class RedisBackend:
             "started_at": now.isoformat(),
         }
         deadline = time.time() + flow.timeout if flow.timeout else None
+        ctx = RunContext.build(run_id, flow, inputs, dag)
+        meta.update(ctx.script_fields())
         try:
             self.store.create_run(
                 run_id, meta, list(dag.steps), {s: len(d) for s, d in dag.deps.items()}, deadline
             )
         except ValueError as exc:
             raise DagrelayError(str(exc)) from None
-        ctx = RunContext.build(run_id, flow, inputs, dag)
         self.coordinator.remember(ctx)
         self.coordinator.start(ctx)
         return RedisRunHandle(self, run_id)
@@ -272,19 +267,20 @@ def result_from(run_id: str, data: RunData, ctx: RunContext) -> ExecutionResult:
     meta = data.meta
     attempts: dict[str, list[Attempt]] = {}
     for field, raw in data.attempts.items():
-        sid, _, _ = field.rpartition(":")
-        attempts.setdefault(sid, []).append(Attempt.model_validate_json(raw))
+        unit, _, _ = field.rpartition(":")
+        attempts.setdefault(unit, []).append(Attempt.model_validate_json(raw))
+    items: dict[str, list[str]] = {}
+    for unit in data.status:
+        if unit.endswith("]"):
+            parent, _, index = unit[:-1].partition("[")
+            items.setdefault(parent, []).append(index)
     steps: dict[str, StepRecord] = {}
     for sid, step in ctx.dag.steps.items():
-        rec_raw = data.records.get(sid)
-        base: dict[str, Any] = json.loads(rec_raw) if rec_raw else {}
-        base.update(step_id=sid, tool=step.tool, status=data.status.get(sid, "pending"))
-        base.setdefault("queued_at", data.times.get(f"{sid}:q"))
-        base.setdefault("started_at", data.times.get(f"{sid}:s"))
-        base["attempts"] = sorted(attempts.get(sid, []), key=lambda a: a.number)
-        if sid in data.outputs:
-            base["output"] = json.loads(data.outputs[sid])
-        steps[sid] = StepRecord.model_validate(base)
+        record = _unit_record(sid, step.tool, data, attempts)
+        if step.map is not None and (sid in items or record.attempts):
+            indexes = sorted(items.get(sid, []), key=int)
+            record.items = [_unit_record(f"{sid}[{i}]", step.tool, data, attempts) for i in indexes]
+        steps[sid] = record
     status = meta.get("status", "running")
     wall = meta.get("wall_time")
     result = ExecutionResult(
@@ -304,3 +300,21 @@ def result_from(run_id: str, data: RunData, ctx: RunContext) -> ExecutionResult:
     if status in TERMINAL_RUN:
         summarize(result, ctx.dag.deps, ctx.dag.topological_order())
     return result
+
+
+def _unit_record(
+    unit: str, tool: str, data: RunData, attempts: dict[str, list[Attempt]]
+) -> StepRecord:
+    rec_raw = data.records.get(unit)
+    base: dict[str, Any] = json.loads(rec_raw) if rec_raw else {}
+    base.update(step_id=unit, tool=tool, status=data.status.get(unit, "pending"))
+    base.pop("items", None)
+    base.setdefault("queued_at", data.times.get(f"{unit}:q"))
+    base.setdefault("started_at", data.times.get(f"{unit}:s"))
+    base["attempts"] = sorted(attempts.get(unit, []), key=lambda a: a.number)
+    if base.get("error") is None and base["status"] == "cancelled" and base["attempts"]:
+        # Cancelled while it waited to retry: its error is its final attempt's.
+        base["error"] = base["attempts"][-1].error
+    if unit in data.outputs:
+        base["output"] = json.loads(data.outputs[unit])
+    return StepRecord.model_validate(base)

@@ -1,14 +1,18 @@
 """Run state in Redis: every key of a run under one hash tag, changed only by Lua scripts.
 
-Keys of run R (namespace N): `N:{R}:meta` (flow, input, status, stop reason, counters),
-`:status`, `:remaining` (unfinished dependencies), `:out` (outputs), `:rec` (final step
-records), `:att` (attempts, `step:n`), `:claims` (`attempt|token|lease expiry`),
-`:events` (a stream), `:times` (queued/started timestamps), `:end` (one entry once the run
-has finished: what a waiting client blocks on). Cross-run indexes (`N:runs`,
-`N:leases`, `N:deadlines`) are sorted sets outside the tag: only hints, each checked
-against the run's own keys by a script. A tool's concurrency slots (`N:sem:TOOL`) are
-shared by every run: a script of their own takes one before the claim, so that no
-script spans two hash slots.
+Keys of run R (namespace N): `N:{R}:meta` (flow, input, status, stop reason, counters,
+what the scripts need of the flow), `:status` (of every unit: a step `s`, or an item
+`s[i]` of a map step), `:remaining` (unfinished dependencies; a map's items left),
+`:out` (outputs), `:rec` (final records), `:att` (attempts, `unit:n`), `:claims`
+(`attempt|token|lease expiry`, next attempts), `:events` (a stream), `:times`
+(queued/started timestamps), `:end` (one entry once the run has finished: what a
+waiting client blocks on), `:items` (map items' values), `:lanes` (the lanes it queued
+units in), `:leases` (claimed units by lease expiry) and `:todo:LANE` (queued units of
+a lane, scored by when they are due). Cross-run indexes (`N:runs`, `N:leased`: runs to
+look at for expired leases, and when; `N:deadlines`) are sorted sets outside the tag:
+only hints, each checked against the run's own keys by a script. A tool's concurrency
+slots (`N:sem:TOOL`) are shared by every run: a script of their own takes them before
+the claims, so that no script spans two hash slots.
 """
 
 from __future__ import annotations
@@ -16,15 +20,27 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import redis
 
-from executor.backends.redis.claims import Claim, Completion, NextClaim, Terminal, parse_claim
+from executor.backends.redis.claims import (
+    Claim,
+    Completion,
+    Expansion,
+    NextClaim,
+    Take,
+    Terminal,
+    new_token,
+    parse_claim,
+    parse_ready,
+)
 from executor.backends.redis.connections import Command, RoundTrips
 from executor.errors import RunNotFoundError
+from executor.run.records import StepError
 
 KEY_NAMES = (
     "meta",
@@ -37,13 +53,17 @@ KEY_NAMES = (
     "events",
     "times",
     "end",
+    "items",
+    "lanes",
+    "leases",
 )
 SCRIPTS = (
     "acquire_slot",
     "claim",
     "complete",
     "enqueue",
-    "retry",
+    "expand",
+    "take",
     "renew",
     "renew_slot",
     "reclaim",
@@ -57,6 +77,18 @@ def _load_script(name: str) -> str:
     """A script with lib.lua's shared functions in front (Redis scripts cannot import)."""
     folder = resources.files("executor.backends.redis") / "lua"
     return (folder / "lib.lua").read_text() + (folder / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Refill:
+    """Due units of a lane that a group commit takes with the slots it frees."""
+
+    lane: str
+    count: int
+    lease_ms: int
+    at: str
+    worker: str
+    skip: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -84,7 +116,7 @@ class RedisStore:
         self._shas = {n: hashlib.sha1(t.encode()).hexdigest() for n, t in self._texts.items()}
         self._trips = RoundTrips(client, self._texts.values())
         self.runs_key = f"{namespace}:runs"
-        self.leases_key = f"{namespace}:leases"
+        self.leased_key = f"{namespace}:leased"
         self.deadlines_key = f"{namespace}:deadlines"
 
     def keys(self, run_id: str) -> list[str]:
@@ -98,9 +130,39 @@ class RedisStore:
         """Run scripts and commands in one round trip; their raw replies."""
         return self._trips.run(commands)
 
-    def _run(self, script: str, run_id: str, args: list[Any]) -> Any:
-        """One script on the run's keys (all in the run's hash slot)."""
-        return self._batch([self._script(script, self.keys(run_id), args)])[0]
+    def _run(self, script: str, run_id: str, args: list[Any], lanes: tuple[str, ...] = ()) -> Any:
+        """One script on the run's keys and the todo sets of `lanes` (all in the run's
+        hash slot)."""
+        return self._batch([self._script(script, self._keys(run_id, lanes), args)])[0]
+
+    def _keys(self, run_id: str, lanes: tuple[str, ...] | list[str] = ()) -> list[str]:
+        return self.keys(run_id) + [self.todo_key(run_id, lane) for lane in lanes]
+
+    def todo_key(self, run_id: str, lane: str) -> str:
+        """The run's queued units of one lane (a Dramatiq queue), scored by due time."""
+        return f"{self.namespace}:{{{run_id}}}:todo:{lane}"
+
+    @staticmethod
+    def lease_member(unit: str, lane: str) -> str:
+        """A unit's member in its run's `leases` (what the sweeper needs to reclaim it)."""
+        return f"{unit}|{lane}"
+
+    def _watch(self, run_id: str, lease_ms: int) -> Command:
+        """Have sweepers look at the run's leases by the time one taken now expires: sent
+        before a script that claims, so that no lease exists that no sweeper will see."""
+        return ("ZADD", self.leased_key, "LT", time.time() + lease_ms / 1000, run_id)
+
+    def _drops(self, drops: list[tuple[str, str]] | None) -> list[Command]:
+        """Remove the leases of units whose workers have coordinated them."""
+        by_run: dict[str, list[str]] = {}
+        for run_id, member in drops or ():
+            by_run.setdefault(run_id, []).append(member)
+        return [("ZREM", self.keys(r)[12], *ms) for r, ms in by_run.items()]
+
+    @property
+    def stop_channel(self) -> str:
+        """The pub/sub channel on which stop.lua tells workers that a run stopped."""
+        return f"{self.namespace}:stops"
 
     def semaphore_key(self, tool: str) -> str:
         """The cluster-wide concurrency slots of a tool (holders scored by lease expiry)."""
@@ -125,7 +187,14 @@ class RedisStore:
             raise ValueError(f"run {run_id!r} exists already")
         pipe = self.client.pipeline(transaction=True)
         # The run's TTL is chosen by its creator, whichever process finishes it.
-        fields = {"ttl": self.result_ttl, **meta, "unfinished": len(steps), "stop": ""}
+        fields = {
+            "ttl": self.result_ttl,
+            **meta,
+            "unfinished": len(steps),
+            "stop": "",
+            "run_id": run_id,
+            "stop_channel": self.stop_channel,
+        }
         pipe.hset(k[0], mapping=fields)  # type: ignore[arg-type]
         pipe.hset(k[1], mapping=dict.fromkeys(steps, "pending"))
         counts = {s: n for s, n in remaining.items() if n}
@@ -174,11 +243,20 @@ class RedisStore:
         return statuses, outs
 
     def all_statuses(self, run_id: str) -> dict[str, str]:
-        return self.client.hgetall(self.keys(run_id)[1])
+        """The statuses of the run's steps (not of map items)."""
+        raw = self.client.hgetall(self.keys(run_id)[1])
+        return {s: v for s, v in raw.items() if not s.endswith("]")}
 
     def all_outputs(self, run_id: str) -> dict[str, Any]:
+        """The outputs of the run's succeeded steps (not of map items)."""
         raw = self.client.hgetall(self.keys(run_id)[3])
-        return {s: json.loads(v) for s, v in raw.items()}
+        return {s: json.loads(v) for s, v in raw.items() if not s.endswith("]")}
+
+    def step_error(self, run_id: str, unit: str) -> StepError | None:
+        """The error in a unit's final record, if any."""
+        raw = self.client.hget(self.keys(run_id)[4], unit)
+        err = json.loads(raw).get("error") if raw else None
+        return StepError.model_validate(err) if err else None
 
     def read_events(
         self, run_id: str, after: str, block_ms: int | None, count: int = 1000
@@ -217,223 +295,273 @@ class RedisStore:
                 start -= len(gone)
         return out[:limit]
 
-    # Step transitions (each one script) --------------------------------------------------
-    def claim(
+    # Unit transitions (each one script) ------------------------------------------------
+    def enqueue(
         self,
         run_id: str,
-        step: str,
-        attempt: int,
-        token: str,
-        lease_ms: int,
-        started_at: str,
-        worker: str,
-        needs: tuple[str, ...],
-        semaphore: tuple[str, int] | None = None,
-        inplace: bool = False,
-        drop_hints: list[str] | None = None,
-    ) -> Claim:
-        """Claim a step for an attempt and load the outputs it reads, in one round trip
-        with the sweeper's lease hint.
-
-        Args:
-            semaphore: (tool, limit) to also take one of the tool's slots first (a round
-                trip of its own: see `_acquire_slot`); the answer is `full` when none is
-                free, and an `ok` claim names its slot (`Claim.slot`).
-            inplace: the caller decided this pending step itself and runs it without a
-                message (continue in place).
-            drop_hints: lease hints (`run|step`) of steps this worker finished
-                coordinating, removed in the same round trip.
-        """
-        one = [(step, attempt, token, needs)]
-        if semaphore is None:
-            return self.claim_many(run_id, one, lease_ms, started_at, worker, inplace, drop_hints)[
-                0
-            ]
-        slot = self.holder(run_id, step, token)
-        refused = self._acquire_slot(run_id, step, semaphore, slot, lease_ms)
-        if refused is not None:
-            return refused
-        claim = self.claim_many(run_id, one, lease_ms, started_at, worker, inplace, drop_hints)[0]
-        if claim.kind != "ok":  # a duplicate, a stale message...: the slot goes back
-            self.release_slot(semaphore[0], slot)
-            return claim
-        return replace(claim, slot=slot)
-
-    def _acquire_slot(
-        self, run_id: str, step: str, semaphore: tuple[str, int], holder: str, lease_ms: int
-    ) -> Claim | None:
-        """Take a slot of the tool's semaphore for `holder`; None when taken, else the
-        answer to the claim.
-
-        The semaphore is shared by every run, so it cannot share a run's hash slot: it is
-        taken by a script of its own, before the claim, and given back if the claim is
-        refused (should this worker die in between, the slot's lease runs out). When
-        every slot is taken, the step's state read alongside tells a message that has
-        nothing left to run (stopped, done) from one that must come back later.
-        """
-        tool, limit = semaphore
-        k = self.keys(run_id)
-        got, stop, status = self._batch(
-            [
-                self._script("acquire_slot", [self.semaphore_key(tool)], [holder, limit, lease_ms]),
-                ("HGET", k[0], "stop"),
-                ("HGET", k[1], step),
-            ]
-        )
-        if got:
-            return None
-        if status is None:
-            return Claim("missing")
-        if status not in ("pending", "queued", "running"):
-            return Claim("done", detail=status)
-        if stop:
-            return Claim("stopped", detail=stop)
-        return Claim("full")
-
-    def claim_many(
-        self,
-        run_id: str,
-        steps: list[tuple[str, int, str, tuple[str, ...]]],
-        lease_ms: int,
-        started_at: str,
-        worker: str,
-        inplace: bool = False,
-        drop_hints: list[str] | None = None,
-    ) -> list[Claim]:
-        """`claim` for several (step, attempt, token, needs) of a run (no tool slots), in
-        one round trip; a claim each, in order."""
-        args: list[Any] = [lease_ms, started_at, worker, int(inplace)]
-        for step, attempt, token, needs in steps:
-            args += [step, attempt, token, len(needs), *needs]
-        # The hints are harmless when a claim is refused: the sweeper checks the claim.
-        hint = time.time() + lease_ms / 1000
-        hints = [x for s in steps for x in (hint, f"{run_id}|{s[0]}")]
+        lanes: list[tuple[str, int, list[str]]],
+        at: str,
+        trace: str = "",
+        lease_ms: int = 6000,
+    ) -> list[int]:
+        """Queue pending steps, each in its lane's todo set: (lane, units per token,
+        steps) each; returns, per lane, the token messages to send. `trace`: the W3C
+        traceparent of the span that queues them (their spans' parent). A sweeper looks
+        at the run within `lease_ms` (and then every lease) while units wait: should a
+        token be lost, it sends another."""
+        args: list[Any] = [at, trace]
+        for lane, k, steps in lanes:
+            args += [lane, k, len(steps), *steps]
         commands = [
-            self._script("claim", self.keys(run_id), args),
-            ("ZADD", self.leases_key, *hints),
+            self._watch(run_id, lease_ms),
+            self._script("enqueue", self._keys(run_id, tuple(x[0] for x in lanes)), args),
         ]
-        if drop_hints:
-            commands.append(("ZREM", self.leases_key, *drop_hints))
-        replies = self._batch(commands)[0]
-        return [parse_claim(r, s[3]) for r, s in zip(replies, steps, strict=True)]
+        return [int(n) for n in self._batch(commands)[1]]
 
-    def complete(
+    def take(
         self,
         run_id: str,
-        step: str,
-        status: str,
-        output_json: str,
-        record: dict[str, Any],
+        lane: str,
+        limit: int,
+        per_token: int,
+        lease_ms: int,
         at: str,
         worker: str,
-        attempt: int | None,
-        attempt_json: str,
-        error: str,
-        dependents: tuple[str, ...],
-        then: tuple[NextClaim, ...] = (),
-    ) -> Completion:
-        """Record a terminal status once; returns the dependents that became ready.
+        *,
+        spend: bool,
+        skip: tuple[str, ...] = (),
+        named: tuple[str, ...] = (),
+        drops: list[tuple[str, str]] | None = None,
+    ) -> Take:
+        """Claim up to `limit` due units of a lane, with their leases, in one round trip.
 
-        The step's lease hint stays: until its completer has decided the dependents, a
-        crash must leave a trace the sweeper finds (it then repairs, see `repair_state`).
+        Args:
+            spend: a token message brought this call (one fewer is on its way).
+            skip: steps to pass over (their tool has a concurrency limit): their due units
+                come back in `Take.passed`, to be taken by name once slots are held.
+            named: take these units (due ones) rather than the first due.
+            drops: (run, lease member) of units whose workers finished coordinating.
         """
-        item = Terminal(step, status, output_json, record, at, worker, attempt, attempt_json, error)
-        return self.complete_many(run_id, [(item, dependents, then)])[0]
+        args: list[Any] = [lane, limit, per_token, lease_ms, at, worker]
+        args += [new_token(), int(spend), len(skip), *skip, len(named), *named]
+        commands = [
+            self._watch(run_id, lease_ms),
+            self._script("take", self._keys(run_id, (lane,)), args),
+            *self._drops(drops),
+        ]
+        r = self._batch(commands)[1]
+        claims = tuple(parse_claim(c) for c in r[0])
+        return Take(claims, int(r[1]), int(r[2]), tuple(r[3]))
+
+    def claim_inplace(
+        self,
+        run_id: str,
+        steps: list[tuple[str, str]],
+        lane: str,
+        lease_ms: int,
+        at: str,
+        worker: str,
+        drops: list[tuple[str, str]] | None = None,
+    ) -> list[Claim]:
+        """Claim pending (step, token)s the caller decided and runs itself, with their
+        leases, in one round trip; a claim each, in order."""
+        args: list[Any] = [lease_ms, at, worker, lane]
+        for step, token in steps:
+            args += [step, token]
+        commands = [
+            self._watch(run_id, lease_ms),
+            self._script("claim", self.keys(run_id), args),
+            *self._drops(drops),
+        ]
+        return [parse_claim(r) for r in self._batch(commands)[1]]
 
     def complete_many(
         self,
         run_id: str,
-        items: list[tuple[Terminal, tuple[str, ...], tuple[NextClaim, ...]]],
-        drop_hints: list[str] | None = None,
-    ) -> list[Completion]:
-        """`complete` for several steps of a run (each with its dependents and claims
-        ahead), in one round trip; a completion each, in order. `drop_hints` as for
-        `claim`: hints of steps whose completers finished coordinating."""
-        args: list[Any] = [len(items)]
-        hints: list[Any] = []
+        items: Sequence[tuple[Terminal, tuple[str, ...], tuple[NextClaim, ...]]],
+        max_map_bytes: int | None = None,
+        drops: list[tuple[str, str]] | None = None,
+        take: Refill | None = None,
+        lease_ms: int = 6000,
+    ) -> tuple[list[Completion], list[Claim]]:
+        """Settle attempts of a run (each with its dependents, those of its map for an
+        item, and its claims ahead) in one round trip; a completion each, in order, and
+        the units `take` claimed after them with the slots they freed.
+
+        A completed unit's lease stays for `lease_ms` more: until its completer has
+        decided the dependents, a crash must leave a trace the sweeper finds (it then
+        repairs). `drops`: leases of units whose completers finished coordinating.
+        """
+        lanes: list[str] = [take.lane] if take else []
+        bound = "" if max_map_bytes is None else max_map_bytes
+        args: list[Any] = [bound, take.count if take else 0, take.lane if take else ""]
+        args += [new_token(), take.lease_ms if take else lease_ms, take.at if take else ""]
+        args += [take.worker if take else "", len(take.skip) if take else 0]
+        args += [*(take.skip if take else ()), len(items)]
+        claims_leases = take is not None
         for t, dependents, then in items:
             attempt = "" if t.attempt is None else t.attempt
-            args += [t.step, t.status, t.output_json, json.dumps(t.record), t.at, t.worker]
-            args += [attempt, t.attempt_json, t.error, len(dependents), *dependents, len(then)]
+            retry: Any = ""
+            index = 0
+            if t.retry_ms is not None:
+                if t.lane not in lanes:
+                    lanes.append(t.lane)
+                retry, index = t.retry_ms, lanes.index(t.lane) + 1
+            record = dict(t.record)
+            error = record.pop("error", None)
+            args += [t.unit, t.status, t.output_json, json.dumps(record)]
+            args += ["" if error is None else json.dumps(error), t.at, t.worker, attempt]
+            args += [_without_error(t.attempt_json), retry, index, t.lane]
+            args += [len(dependents), *dependents]
+            args.append(len(then))
             for n in then:  # claimed by the same script, after the completion
-                args += [n.step, n.token, n.lease_ms, n.started_at, n.worker, len(n.needs)]
-                args += n.needs
-                hints += [time.time() + n.lease_ms / 1000, f"{run_id}|{n.step}"]
-        commands: list[Command] = [self._script("complete", self.keys(run_id), args)]
-        if hints:
-            commands.append(("ZADD", self.leases_key, *hints))
-        if drop_hints:
-            commands.append(("ZREM", self.leases_key, *drop_hints))
+                args += [n.step, n.token, n.lease_ms, n.started_at, n.worker, n.lane]
+                claims_leases = True
+        commands: list[Command] = [self._watch(run_id, lease_ms)] if claims_leases else []
+        commands.append(self._script("complete", self._keys(run_id, lanes), args))
+        commands += self._drops(drops)
+        *replies, taken = self._batch(commands)[1 if claims_leases else 0]
         out = []
-        for (_, _, then), r in zip(items, self._batch(commands)[0], strict=True):
-            claimed = tuple(parse_claim(c, n.needs) for c, n in zip(r[4], then, strict=True))
-            if r[0] != 1:
-                out.append(Completion(False, then=claimed))
-                continue
-            ready = tuple(d.removesuffix("|x") for d in r[3])
-            clean = frozenset(d for d in r[3] if "|" not in d)
-            out.append(Completion(True, int(r[1]), r[2], ready, clean, claimed))
-        return out
+        for r in replies:
+            claimed = tuple(parse_claim(c) for c in r[4])
+            ready, clean = parse_ready(r[3])
+            out.append(
+                Completion(int(r[0]), int(r[1]), r[2], ready, clean, claimed, r[5], int(r[6]), r[7])
+            )
+        return out, [parse_claim(c) for c in taken]
 
-    def repair_state(
-        self, run_id: str, steps: tuple[str, ...]
-    ) -> tuple[dict[str, str], dict[str, int], dict[str, int], str]:
-        """Statuses, unfinished-dependency counts and next attempts of some steps, and the
-        run's unfinished count, for repairing after a coordinator died."""
-        k = self.keys(run_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(k[1], list(steps) or ["-"])
-        pipe.hmget(k[2], list(steps) or ["-"])
-        pipe.hmget(k[6], [f"{s}:next" for s in steps] or ["-"])
-        pipe.hget(k[0], "unfinished")
-        st, rem, nxt, unfinished = pipe.execute()
-        statuses = {s: v for s, v in zip(steps, st, strict=False) if v is not None}
-        remaining = {s: int(v or 0) for s, v in zip(steps, rem, strict=False)}
-        attempts = {s: int(v or 1) for s, v in zip(steps, nxt, strict=False)}
-        return statuses, remaining, attempts, unfinished or ""
+    def complete(
+        self,
+        run_id: str,
+        unit: str,
+        status: str,
+        record: dict[str, Any],
+        at: str,
+        dependents: tuple[str, ...],
+        **fields: Any,
+    ) -> Completion:
+        """Record one terminal status (see `complete_many`)."""
+        t = Terminal(unit, status, fields.pop("output_json", ""), record, at, **fields)
+        return self.complete_many(run_id, [(t, dependents, ())])[0][0]
 
-    def mark_queued(self, run_id: str, steps: list[str], queued_at: str) -> list[str]:
-        """Move pending steps to queued; returns those that moved (they must be sent)."""
-        return list(self._run("enqueue", run_id, [queued_at, *steps]))
-
-    def retry(
+    def expand(
         self,
         run_id: str,
         step: str,
         attempt: int,
-        attempt_json: str,
         at: str,
+        lane: str,
+        own_lane: str,
+        per_token: int,
+        record: dict[str, Any],
+        items: list[tuple[str, str]],
+        ahead: int,
+        lease_ms: int,
         worker: str,
-        error: str,
-    ) -> bool:
-        """Queue a step again after a failed attempt; True if the caller must send it."""
-        return bool(self._run("retry", run_id, [step, attempt, attempt_json, at, worker, error]))
+        dependents: tuple[str, ...],
+        max_map_bytes: int | None = None,
+        trace: str = "",
+    ) -> Expansion:
+        """Turn a claimed map step (claimed in `own_lane`) into its items (in `lane`):
+        (decided status or '', value or record JSON) each; claim `ahead` of them for the
+        caller, with their leases."""
+        args: list[Any] = [step, attempt, at, lane, own_lane, per_token]
+        bound = "" if max_map_bytes is None else max_map_bytes
+        args += [bound, json.dumps(record), trace, len(items)]
+        for decided, data in items:
+            args += [decided, data]
+        args += [ahead, new_token(), lease_ms, worker, *dependents]
+        commands = [
+            self._watch(run_id, lease_ms),
+            self._script("expand", self._keys(run_id, (lane,)), args),
+        ]
+        r = self._batch(commands)[1]
+        if r[0] != "ok":
+            return Expansion(r[0])
+        claims = tuple(parse_claim(c) for c in r[2])
+        ready, clean = parse_ready(r[4])
+        return Expansion("ok", int(r[1]), claims, r[3], ready, clean, int(r[5]))
 
-    def renew(self, run_id: str, step: str, attempt: int, lease_ms: int) -> tuple[bool, str]:
-        """Extend a lease; returns (still held, the run's stop reason or '')."""
-        return self.renew_many([(run_id, step, attempt)], lease_ms)[0]
+    def add_token(self, run_id: str, lane: str) -> None:
+        """Count one more token message on its way for a lane (one sent again)."""
+        self.client.hincrby(self.keys(run_id)[0], f"tok:{lane}", 1)
+
+    def repair_state(
+        self, run_id: str, steps: tuple[str, ...]
+    ) -> tuple[dict[str, str], dict[str, int], str]:
+        """Statuses and unfinished-dependency counts of some steps, and the run's
+        unfinished count, for repairing after a coordinator died."""
+        k = self.keys(run_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(k[1], list(steps) or ["-"])
+        pipe.hmget(k[2], list(steps) or ["-"])
+        pipe.hget(k[0], "unfinished")
+        st, rem, unfinished = pipe.execute()
+        statuses = {s: v for s, v in zip(steps, st, strict=False) if v is not None}
+        remaining = {s: int(v or 0) for s, v in zip(steps, rem, strict=False)}
+        return statuses, remaining, unfinished or ""
+
+    def stale_lanes(self, run_id: str, before: float) -> list[tuple[str, int]]:
+        """Lanes of the run with units due since before `before` (epoch seconds), with how
+        many units are queued in each: a token for them may have been lost."""
+        lanes = sorted(self.client.smembers(self.keys(run_id)[11]))
+        if not lanes:
+            return []
+        replies = self._batch(
+            [
+                c
+                for lane in lanes
+                for c in (
+                    ("ZRANGE", self.todo_key(run_id, lane), 0, 0, "WITHSCORES"),
+                    ("ZCARD", self.todo_key(run_id, lane)),
+                )
+            ]
+        )
+        out = []
+        for lane, first, count in zip(lanes, replies[::2], replies[1::2], strict=True):
+            if first and float(first[1]) / 1000 < before:
+                out.append((lane, int(count)))
+        return out
+
+    def lane_tokens(self, run_id: str) -> dict[str, tuple[int, int]]:
+        """Per lane of the run: (due units, tokens on their way), for repairs."""
+        lanes = sorted(self.client.smembers(self.keys(run_id)[11]))
+        if not lanes:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for lane in lanes:
+            pipe.zcard(self.todo_key(run_id, lane))
+        pipe.hmget(self.keys(run_id)[0], [f"tok:{lane}" for lane in lanes])
+        *counts, toks = pipe.execute()
+        return {lane: (int(n), int(t or 0)) for lane, n, t in zip(lanes, counts, toks, strict=True)}
 
     def renew_many(
-        self, attempts: list[tuple[str, str, int]], lease_ms: int
+        self, attempts: list[tuple[str, str, int, str]], lease_ms: int
     ) -> list[tuple[bool, str]]:
-        """Extend the leases of (run, step, attempt)s in one round trip; for each, whether
-        it is still held and its run's stop reason (or '')."""
-
+        """Extend the leases of (run, unit, attempt, lane)s in one round trip; for each,
+        whether it is still held and the stop reason that catches it (or '')."""
         if not attempts:
             return []
         replies = self._batch(
-            [self._script("renew", self.keys(r), [s, a, lease_ms]) for r, s, a in attempts]
+            [
+                self._script("renew", self.keys(r), [u, a, lease_ms, lane])
+                for r, u, a, lane in attempts
+            ]
         )
         return [(bool(held), stop) for held, stop in replies]
 
-    def reclaim(self, run_id: str, step: str, at: str) -> tuple[int, int]:
-        """Queue a step whose lease expired; see reclaim.lua for the answer."""
-        r = self._run("reclaim", run_id, [step, at])
-        return int(r[0]), int(r[1]) if len(r) > 1 else 0
+    def reclaim(self, run_id: str, unit: str, lane: str, at: str) -> tuple[int, int, int]:
+        """Queue a unit whose lease expired; see reclaim.lua for the answer:
+        (kind, attempt, tokens to send)."""
+        r = self._run("reclaim", run_id, [unit, at, lane], (lane,))
+        return int(r[0]), int(r[1]) if len(r) > 1 else 0, int(r[2]) if len(r) > 2 else 0
 
-    def stop(self, run_id: str, reason: str, at: str) -> tuple[bool, int, list[str]]:
-        """Stop a run; returns (this call stopped it, unfinished, running steps)."""
-        r = self._run("stop", run_id, [reason, at])
+    def stop(
+        self, run_id: str, reason: str, at: str, max_map_bytes: int | None = None
+    ) -> tuple[bool, int, list[str]]:
+        """Stop a run; returns (this call stopped it, unfinished, survivors now ready)."""
+        bound = "" if max_map_bytes is None else max_map_bytes
+        r = self._run("stop", run_id, [reason, at, bound])
         if r[0] != 1:
             return False, -1, []
         return True, int(r[1]), list(r[2:])
@@ -449,39 +577,63 @@ class RedisStore:
     ) -> bool:
         """Write the final status once and set the TTL on every key of the run (the TTL
         stored by `create_run`, else this store's `result_ttl`)."""
+        lanes = tuple(sorted(self.client.smembers(self.keys(run_id)[11])))
         done = self._run(
             "finish",
             run_id,
             [status, finished_at, output_json, error, repr(wall_time), self.result_ttl],
+            lanes,
         )
         if done:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zrem(self.deadlines_key, run_id)
-            pipe.execute()
+            self._batch([("ZREM", self.deadlines_key, run_id), ("ZREM", self.leased_key, run_id)])
         return bool(done)
 
     # Cross-run indexes ------------------------------------------------------------------
-    def set_leases(self, leases: dict[str, float]) -> None:
-        """Record lease expiries (`run|step` → epoch seconds) for the sweeper."""
-        if leases:
-            self.client.zadd(self.leases_key, leases)  # type: ignore[arg-type]
+    def leased_runs(self, now: float, limit: int = 100) -> list[str]:
+        """Runs whose leases are due for a look (some may have expired)."""
+        return list(self.client.zrangebyscore(self.leased_key, 0, now, start=0, num=limit))
 
-    def expired_leases(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
-        members = self.client.zrangebyscore(self.leases_key, 0, now, start=0, num=limit)
-        return [(m.split("|", 1)[0], m.split("|", 1)[1]) for m in members]
+    def expired_leases(self, run_id: str, now: float) -> tuple[list[tuple[str, str]], float]:
+        """A run's units whose lease expired by `now` (epoch seconds): (unit, lane) each,
+        and when the earliest lease left expires (0: none is left)."""
+        k = self.keys(run_id)[12]
+        expired, first = self._batch(
+            [("ZRANGEBYSCORE", k, "-inf", int(now * 1000)), ("ZRANGE", k, 0, 0, "WITHSCORES")]
+        )
+        units = [m.rsplit("|", 1) for m in expired]
+        soonest = float(first[1]) / 1000 if first else 0.0
+        return [(u, lane) for u, lane in units], soonest
 
-    def take_lease_hint(self, run_id: str, step: str) -> bool:
-        """Remove a lease hint; True for exactly one of several sweepers."""
-        return bool(self.client.zrem(self.leases_key, f"{run_id}|{step}"))
+    def watch_at(self, run_id: str, when: float | None) -> None:
+        """Look at a run's leases again at `when` (None: never, it holds none)."""
+        if when is None:
+            self.client.zrem(self.leased_key, run_id)
+        else:
+            self.client.zadd(self.leased_key, {run_id: when})
+
+    def acquire_slots(self, tool: str, limit: int, holders: list[str], lease_ms: int) -> list[str]:
+        """Take up to `len(holders)` of a tool's concurrency slots; the holders that got one."""
+        if not holders:
+            return []
+        got = self._batch(
+            [self._script("acquire_slot", [self.semaphore_key(tool)], [limit, lease_ms, *holders])]
+        )[0]
+        return list(got)
 
     def release_slot(self, tool: str, holder: str) -> None:
-        """Give back a tool slot taken by `claim` (`Claim.slot`)."""
+        """Give back a tool slot (`Claim.slot`)."""
         self.client.zrem(self.semaphore_key(tool), holder)
 
-    def holder(self, run_id: str, step: str, token: str) -> str:
-        """A claim attempt's member name in a tool semaphore: its own, so that giving
-        back a refused duplicate's slot leaves the running attempt's alone."""
-        return f"{step}@{run_id}#{token}"
+    def release_slots(self, slots: list[tuple[str, str]]) -> None:
+        """Give back (tool, holder) slots in one round trip."""
+        if slots:
+            self._batch([("ZREM", self.semaphore_key(tool), holder) for tool, holder in slots])
+
+    @staticmethod
+    def holder(run_id: str, unit: str) -> str:
+        """A member name in a tool semaphore for one try at a unit: its own, so that
+        giving back a slot that a try did not use leaves everyone else's alone."""
+        return f"{unit}@{run_id}#{new_token()}"
 
     def renew_slots(self, holders: list[tuple[str, str]], lease_ms: int) -> None:
         """Extend the slot leases of (tool, holder) pairs, on the Redis clock."""
@@ -496,3 +648,12 @@ class RedisStore:
 
     def overdue_runs(self, now: float, limit: int = 100) -> list[str]:
         return list(self.client.zrangebyscore(self.deadlines_key, 0, now, start=0, num=limit))
+
+
+def _without_error(attempt_json: str) -> str:
+    """An attempt record's JSON without its error (the script adds the error it settles)."""
+    if '"error"' not in attempt_json:
+        return attempt_json
+    att = json.loads(attempt_json)
+    att.pop("error", None)
+    return json.dumps(att)

@@ -49,6 +49,9 @@ class WakingRedisBroker(RedisBroker):
         self._dispatch_sha: str = dispatch.sha
         self._trips = RoundTrips(self.client, [dispatch.script])
         self.stopping = threading.Event()
+        # A worker's slots (workers.pool.Pool), set by the worker: its consumers fetch
+        # no more token messages than it has free slots to start.
+        self.pool: Any = None
         # This broker's own wake list: set apart from the queues' lists, which any
         # worker's consumer may pop, so that a shutdown wakes this process's consumers.
         self.stop_key = f"{self.namespace}:wake:__stop__.{self.broker_id}"
@@ -145,7 +148,10 @@ class WakingRedisBroker(RedisBroker):
 
 
 class _WakingConsumer(_RedisConsumer):
-    """Dramatiq's consumer with the idle sleep replaced by a BLPOP on the wake list."""
+    """Dramatiq's consumer with the idle sleep replaced by a BLPOP on the wake list, and
+    (in a worker) its fetches bounded by the worker's free slots: each fetched message
+    holds a slot until its actor takes it, so a worker holds no more fetched work than
+    it can start, and what it cannot start stays on the queue for the others."""
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -159,19 +165,51 @@ class _WakingConsumer(_RedisConsumer):
                         message = Message.decode(data)
                     except DecodeError:
                         self._reject_undecodable(data)
+                        self._unhold(1)
                         continue
+                    if message.actor_name not in self.broker.actors:
+                        self._unhold(1)  # Dramatiq's consumer sends it to the dead letters
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
                 messages: list[bytes] = []
-                if self.outstanding_message_count < self.prefetch:
-                    self.message_cache = messages = self.broker.do_fetch(
-                        self.queue_name, self.prefetch - self.outstanding_message_count
-                    )
+                want = self.prefetch - self.outstanding_message_count
+                if want > 0 and self._slots() is not None:
+                    want = self._slots().hold(self.queue_name, want)
+                    if want == 0:
+                        self._wait_for_slot()
+                        return None
+                if want > 0:
+                    self.message_cache = messages = self.broker.do_fetch(self.queue_name, want)
+                    self._unhold(want - len(messages))
+                    if not messages and self._slots() is not None:
+                        self._slots().backlog[self.queue_name] = False  # none waits
                 if not messages:
                     self._idle_wait()
                     return None
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None
+
+    def _slots(self) -> Any:
+        """The worker's pool, for a queue of units (not a delay queue: its messages wait
+        for their time, then go to their queue, and run nothing here)."""
+        pool = getattr(self.broker, "pool", None)
+        return None if pool is None or self.queue_name.endswith(".DQ") else pool
+
+    def _unhold(self, n: int) -> None:
+        pool = self._slots()
+        if pool is not None and n > 0:
+            pool.unhold(self.queue_name, n)
+
+    def _wait_for_slot(self) -> None:
+        # Every slot is taken: fetch nothing (the queue's messages are for the workers
+        # that have room) until one frees, or the consumer's thread has acks to do.
+        if self.broker.stopping.is_set():
+            time.sleep(STOPPING_SECONDS)
+            return
+        pool = self._slots()
+        if not pool.wait_free(self.queue_name, DUE_CHECK_SECONDS * 5):
+            key = f"{self.broker.namespace}:{self.queue_name}"
+            pool.backlog[self.queue_name] = bool(self.broker.client.llen(key))
 
     def _reject_undecodable(self, data: bytes) -> None:
         # Dramatiq's consumer raises here and restarts, stranding the rest of the

@@ -1,17 +1,19 @@
--- Take one of a tool's concurrency slots (its max_concurrency, cluster-wide). The
--- semaphore belongs to the tool, not to a run, so this runs on its key alone, before
--- the claim: every script stays within one hash slot (Redis Cluster).
--- KEYS: the semaphore    ARGV: holder (one per claim attempt), limit, lease ms
--- Returns 1 when the holder has a slot, 0 when every slot is taken.
+-- Take concurrency slots of a tool (its max_concurrency, cluster-wide). The semaphore
+-- belongs to the tool, not to a run, so this runs on its key alone, before the claims:
+-- every script stays within one hash slot (Redis Cluster).
+-- KEYS: the semaphore    ARGV: limit, lease ms, holders... (one per claim wanted)
+-- Returns the holders that got a slot (as many as were free, in order).
 -- Holders are scored by lease expiry: a crashed holder (or one that died between this
 -- and its claim) drops out when its lease passes; it cannot leak a slot.
 local now = now_ms()
-local lease = tonumber(ARGV[3])
+local limit, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and
-    redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
+local got = {}
+for i = 3, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) or redis.call('ZCARD', KEYS[1]) < limit then
+    redis.call('ZADD', KEYS[1], now + lease, ARGV[i])
+    got[#got + 1] = ARGV[i]
+  end
 end
-redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], 2 * lease)
-return 1
+if #got > 0 then redis.call('PEXPIRE', KEYS[1], 2 * lease) end
+return got

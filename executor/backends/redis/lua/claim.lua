@@ -1,20 +1,11 @@
--- Claim steps of a run, each for one attempt, and load what the worker needs, in one
--- round trip (a bundle's steps are claimed together: one call, the run's keys sent once).
--- ARGV: lease ms, started_at, worker, in place (1: the caller decided these pending
---       steps and runs them without a message; `1+`: the same, asked ahead with the
---       completion of one of its dependencies (see complete.lua): claimed only if all
---       of them are now done and succeeded),
---       then per step: step, message attempt, token, number of the deps whose outputs
---       to return, those deps...
--- Returns per step {'ok', attempt, queued_at, first started_at, lost attempt or 0,
--- outputs...} or {'done'|'stopped'|'busy'|'stale'|'missing'|'unready', detail}.
+-- Claim pending steps the caller decided itself and runs in place (no token): each is
+-- queued and running at once. One call for several steps of a run.
+-- KEYS: meta status remaining out rec att claims events times end items lanes leases
+-- ARGV: lease ms, started_at, worker, lane, then per step: step, claim token.
+-- Returns claim_unit's reply for each (see lib.lua).
 local replies = {}
-local i = 5
-while i <= #ARGV do
-  local n = tonumber(ARGV[i + 3])
-  replies[#replies + 1] = claim_step({step = ARGV[i], attempt = ARGV[i + 1],
-    token = ARGV[i + 2], lease_ms = ARGV[1], started_at = ARGV[2], worker = ARGV[3],
-    mode = ARGV[4]}, i + 4, i + 3 + n)
-  i = i + 4 + n
+for i = 5, #ARGV, 2 do
+  replies[#replies + 1] = claim_unit({unit = ARGV[i], token = ARGV[i + 1], lease_ms = ARGV[1],
+    started_at = ARGV[2], worker = ARGV[3], lane = ARGV[4], mode = 'inplace'})
 end
 return replies

@@ -1,43 +1,31 @@
--- Move decided-to-run steps from pending to queued; only those are then sent.
--- KEYS: meta status remaining out rec att claims events times end
--- ARGV: queued_at, steps...
--- Returns the steps to send: those that moved, and those already queued for attempt 1 (a
--- retried call whose first reply was lost must still send; a duplicate message is
--- dropped by the claim).
--- A fan-out queues hundreds of steps at once: their states are read and written a
--- chunk at a time (a command each, not one per step), only the events go one by one.
-local stop = redis.call('HGET', KEYS[1], 'stop')
-if stop and stop ~= '' then return {} end
-local at = ARGV[1]
-local moved = {}
-for first = 2, #ARGV, 1000 do
-  local last = math.min(first + 999, #ARGV)
-  local st = redis.call('HMGET', KEYS[2], unpack(ARGV, first, last))
-  local queued, times, nexts, again = {}, {}, {}, {}
-  for i = first, last do
-    local step, s = ARGV[i], st[i - first + 1]
-    if s == 'pending' then
-      queued[#queued + 1] = step
-      queued[#queued + 1] = 'queued'
-      times[#times + 1] = step .. ':q'
-      times[#times + 1] = at
-      nexts[#nexts + 1] = step .. ':next'
-      nexts[#nexts + 1] = 1
-      moved[#moved + 1] = step
-    elseif s == 'queued' then
-      again[#again + 1] = step
+-- Queue decided-to-run steps in their lanes' todo sets, and say how many token
+-- messages to send for each lane (a token tells a worker that units wait there).
+-- KEYS: meta status remaining out rec att claims events times end items lanes leases
+--       todo...
+-- ARGV: queued_at, traceparent of what queues them ('' if none), then per lane: lane,
+--       units per token, number of steps, steps...
+--       (KEYS[TODO + n] is the todo set of the n-th lane).
+-- Returns, per lane, the number of tokens to send. Only pending steps move: a step
+-- queued already (a retried call whose first reply was lost) keeps its place, and a
+-- run that stopped queues nothing (but the steps its fail-fast stop spares).
+local at, trace = ARGV[1], ARGV[2]
+local replies = {}
+local i, g = 3, 0
+while i <= #ARGV do
+  g = g + 1
+  local lane, k, n = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local todo = KEYS[TODO + g]
+  for j = i + 3, i + 2 + n do
+    local unit = ARGV[j]
+    if redis.call('HGET', KEYS[2], unit) == 'pending' and spared(unit) then
+      redis.call('HSET', KEYS[2], unit, 'queued')
+      redis.call('HSET', KEYS[9], unit .. ':q', at)
+      redis.call('HSET', KEYS[7], unit .. ':next', 1)
+      enqueue_unit(unit, lane, todo, 0, trace)
+      redis.call('XADD', KEYS[8], '*', 'step', unit, 'status', 'queued', 'at', at)
     end
   end
-  if #queued > 0 then
-    redis.call('HSET', KEYS[2], unpack(queued))
-    redis.call('HSET', KEYS[9], unpack(times))
-    redis.call('HSET', KEYS[7], unpack(nexts))
-    for i = 1, #queued, 2 do
-      redis.call('XADD', KEYS[8], '*', 'step', queued[i], 'status', 'queued', 'at', at)
-    end
-  end
-  for _, step in ipairs(again) do
-    if redis.call('HGET', KEYS[7], step .. ':next') == '1' then moved[#moved + 1] = step end
-  end
+  replies[#replies + 1] = (tokens(lane, todo, k))
+  i = i + 3 + n
 end
-return moved
+return replies
