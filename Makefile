@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint unit bench clean redis-server chromium
+.PHONY: venv demo test lint unit bench fuzz clean redis-server chromium
 
 venv: $(STAMP)
 
@@ -48,8 +48,24 @@ unit: venv redis-server chromium
 
 test: lint unit
 
-bench: venv redis-server
-	$(BIN)/python -m benchmarks
+# The nightly soak of the differential fuzz (make test runs its fixed list): 1,000
+# generated flows on the embedded backend and 1,000 on real workers (threads and
+# --async-steps); a mismatch prints its seed (DAGRELAY_FUZZ_SEED=N replays it).
+FUZZ_COUNT ?= 1000
+fuzz: venv redis-server
+	$(BIN)/python -m tests.differential --count $(FUZZ_COUNT) --backend embedded --known ""
+	$(BIN)/python -m tests.differential --count $(FUZZ_COUNT) --backend distributed --known ""
+
+# The bench's peers (Dask, Celery) come from the `bench` extra, installed beside `dev`.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# `make bench ARGS="--quick"` or `ARGS="--only cpu,sleeps"`: see python -m benchmarks -h
+bench: $(BENCH_STAMP) redis-server
+	$(BIN)/python -m benchmarks $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

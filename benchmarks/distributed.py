@@ -5,18 +5,19 @@ Starts its own redis-server on a free port and real worker processes, like the t
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from benchmarks import flows
+from benchmarks import flows, spread
+from benchmarks.spread import Measured
 from benchmarks.tools import registry
 from executor import FlowExecutor
 from tests.support.servers import ROOT, RedisServer, WorkerProcess
@@ -28,8 +29,8 @@ def _percentile(values: list[float], p: float) -> float:
     return values[k]
 
 
-def round_trips(url: str, n: int = 2000) -> dict[str, float]:
-    """PING and EVALSHA p50 in milliseconds: the physical limit of one hop."""
+def round_trips_here(url: str, n: int = 2000) -> dict[str, float]:
+    """PING and EVALSHA p50 in milliseconds from this process, on a fresh connection."""
     client = redis.Redis.from_url(url)
     script = client.register_script("return redis.call('GET', KEYS[1])")
     script(keys=["bench:x"])
@@ -41,11 +42,28 @@ def round_trips(url: str, n: int = 2000) -> dict[str, float]:
             call()
             samples.append((time.perf_counter() - t0) * 1000)
         out[name] = statistics.median(samples)
+    client.close()
     return out
 
 
+def round_trips(url: str, n: int = 2000) -> dict[str, float]:
+    """The physical limit of one hop: PING and EVALSHA p50 (ms), measured by a fresh
+    client process (no executor threads beside it, like a worker's own connection)."""
+    code = "import json; from benchmarks.distributed import round_trips_here as f; "
+    code += f"print(json.dumps(f({url!r}, {n})))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 class Cluster:
-    """A redis-server plus one dagrelay worker process (processes × threads)."""
+    """A redis-server plus `dagrelay worker --processes P --threads T` (one process group)."""
 
     def __init__(self, threads: int = 8, processes: int = 1, async_steps: int = 0) -> None:
         self.server = RedisServer().start()
@@ -67,27 +85,36 @@ class Cluster:
         self.server.close()
 
 
-def hop_latency_ms(cl: Cluster, n: int = 50, repeats: int = 7) -> float:
+def _counts(cl: Cluster, r: Any, steps: Any = None) -> list[int]:
+    """Steps of `r` each worker process ran, busiest first (see benchmarks.spread)."""
+    return spread.counts(
+        (spread.process_of(x.worker) for x in spread.records(r, steps)), cl.processes
+    )
+
+
+def hop_latency_ms(cl: Cluster, n: int = 50, repeats: int = 7) -> dict[str, Any]:
     flow = flows.chain(n)
     cl.ex.run(flow, timeout=120)
-    samples = []
+    samples, per_process = [], []
     for _ in range(repeats):
         r = cl.ex.run(flow, timeout=120)
         assert r.status == "succeeded", r.error
         samples.append((r.wall_time or 0) / n * 1000)
-    return statistics.median(samples)
+        per_process.append(_counts(cl, r))
+    return {"hop_ms": statistics.median(samples), "per_process": per_process}
 
 
-def fan_out(cl: Cluster, n: int = 1000, repeats: int = 3) -> dict[str, float]:
+def fan_out(cl: Cluster, n: int = 1000, repeats: int = 3) -> dict[str, Any]:
     flow = flows.fan_out(n, join=True)
     cl.ex.run(flow, timeout=300)  # warm: every worker thread has its connection
-    rates, waits = [], []
+    rates, waits, per_process = [], [], []
     cpu0 = cl.cpu_seconds()
     for _ in range(repeats):
         r = cl.ex.run(flow, timeout=300)
         assert r.status == "succeeded", r.error
         rates.append((n + 2) / (r.wall_time or 1))
         waits = [s.queue_wait for s in r.steps.values() if s.queue_wait is not None]
+        per_process.append(_counts(cl, r))
     worker_s, redis_s = (b - a for a, b in zip(cpu0, cl.cpu_seconds(), strict=True))
     return {
         "steps_per_s": statistics.median(rates),
@@ -95,33 +122,74 @@ def fan_out(cl: Cluster, n: int = 1000, repeats: int = 3) -> dict[str, float]:
         "queue_wait_p99_ms": _percentile(waits, 99) * 1000,
         "worker_cpu_us": worker_s / (repeats * (n + 2)) * 1e6,
         "redis_cpu_us": redis_s / (repeats * (n + 2)) * 1e6,
+        "per_process": per_process,
     }
 
 
-def efficiency(cl: Cluster, which: str, repeats: int = 3) -> float:
+def efficiency(cl: Cluster, which: str, repeats: int = 3) -> dict[str, Any]:
     flow = flows.uneven() if which == "uneven" else flows.lattice(10)
     cl.ex.run(flow, timeout=120)  # warm
-    samples = []
+    samples, per_process = [], []
     for _ in range(repeats):
         r = cl.ex.run(flow, timeout=120)
         assert r.status == "succeeded", r.error
         samples.append(r.critical_path_time / (r.wall_time or 1))
-    return statistics.median(samples)
+        per_process.append(_counts(cl, r))
+    return {"ratio": statistics.median(samples), "per_process": per_process}
 
 
-def io_wall_ratio(cl: Cluster, n: int = 500, seconds: float = 0.05, repeats: int = 3) -> float:
+def io_wall_ratio(
+    cl: Cluster, n: int = 500, seconds: float = 0.05, repeats: int = 3
+) -> dict[str, Any]:
     """Wall time from the first leaf queued to the last finished, over one sleep."""
-    flow = flows.io_fan(n, seconds)
+    flow = flows.io_fan(n, seconds, tool="counted_sleep")
     cl.ex.run(flow, timeout=120)  # warm: the threads a run spreads over have connections
-    samples = []
+    samples, per_process, peak = [], [], 0
+    ids = [f"io{i}" for i in range(n)]
     for _ in range(repeats):
         r = cl.ex.run(flow, timeout=120)
         assert r.status == "succeeded", r.error
-        leaves = [r.steps[f"io{i}"] for i in range(n)]
+        leaves = [r.steps[i] for i in ids]
         first = min(s.queued_at for s in leaves if s.queued_at)
         last = max(s.finished_at for s in leaves if s.finished_at)
         samples.append((last - first).total_seconds() / seconds)
-    return statistics.median(samples)
+        per_process.append(_counts(cl, r, ids))
+        peak = max(peak, *(s.output[1] for s in leaves))
+    return {"ratio": statistics.median(samples), "per_process": per_process, "peak": peak}
+
+
+def timed_runs(cl: Cluster, flow: Any, work_steps: list[str], repeats: int) -> Measured:
+    """Wall seconds from calling `run` to holding the result (as the peers are timed),
+    after a warm-up run of the same flow; which process ran each of
+    `work_steps` (a map's items), from its record, and how many steps that process was
+    running when it started, as the step's tool counted (`benchmarks.work`)."""
+    cl.ex.run(flow, timeout=300)  # warm: imports, connections, the threads' loops
+    m = Measured(cl.processes)
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        r = cl.ex.run(flow, timeout=300)
+        wall = time.perf_counter() - t0
+        assert r.status == "succeeded", r.error
+        recs = spread.records(r, work_steps)
+        m.add(wall, [spread.process_of(x.worker) for x in recs], [x.output[1] for x in recs])
+    return m
+
+
+def cpu_fan(cl: Cluster, leaves: int, turns: int, repeats: int = 3) -> Measured:
+    """One root, `leaves` CPU-bound steps of `turns` loop turns each."""
+    ids = [f"cpu{i}" for i in range(leaves)]
+    return timed_runs(cl, flows.cpu_fan(leaves, turns), ids, repeats)
+
+
+def map_sleep(cl: Cluster, items: int, seconds: float, repeats: int = 3) -> Measured:
+    """A map step of `items` sync sleeps (each item its own child record)."""
+    return timed_runs(cl, flows.map_sleep(items, seconds), ["each"], repeats)
+
+
+def sync_sleeps(cl: Cluster, n: int, seconds: float, repeats: int = 3) -> Measured:
+    """One root, `n` leaves that each block a thread in `time.sleep(seconds)`."""
+    flow = flows.io_fan(n, seconds, tool="counted_sleep_sync")
+    return timed_runs(cl, flow, [f"io{i}" for i in range(n)], repeats)
 
 
 def redis_memory_per_1000(cl: Cluster) -> float:
@@ -155,75 +223,10 @@ def _pid_cpu(pid: int) -> float:
 
 
 def idle_cpu_percent(cl: Cluster, seconds: float = 10.0) -> float:
-    """Percent of one core the idle worker process tree uses with an empty queue."""
+    """Percent of one core each idle worker process uses with an empty queue (the
+    process tree's use, over its worker processes)."""
     time.sleep(1.0)
     pgid = os.getpgid(cl.worker.proc.pid)
     c0, t0 = _cpu_seconds(pgid), time.monotonic()
     time.sleep(seconds)
-    return 100 * (_cpu_seconds(pgid) - c0) / (time.monotonic() - t0)
-
-
-def raw_dramatiq(
-    url: str, threads: int = 8, n_chain: int = 50, n_fan: int = 1000, repeats: int = 5
-) -> dict[str, float]:
-    """Raw Dramatiq on the same Redis with the same processes × threads."""
-    env = {**os.environ, "BENCH_REDIS_URL": url, "PYTHONPATH": str(ROOT)}
-    log_path = Path(tempfile.mkstemp(prefix="raw-dramatiq-", suffix=".log")[1])
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dramatiq",
-            "benchmarks.raw_dramatiq",
-            "--processes",
-            "1",
-            "--threads",
-            str(threads),
-            "--queues",
-            "raw",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    os.environ["BENCH_REDIS_URL"] = url
-    from benchmarks import raw_dramatiq as raw
-
-    client = redis.Redis.from_url(url)
-    try:
-        _wait_ready(proc, log_path)
-        hops = []
-        for i in range(repeats + 1):
-            t0 = time.perf_counter()
-            raw.pipeline(n_chain, f"chain{i}").run()
-            client.blpop([f"raw:done:chain{i}"], timeout=60)
-            if i:  # the first run warms up
-                hops.append((time.perf_counter() - t0) / n_chain * 1000)
-        rates = []
-        for i in range(repeats):
-            t0 = time.perf_counter()
-            for _ in range(n_fan):
-                raw.raw_noop.send(f"each:fan{i}")
-            for _ in range(n_fan):
-                client.blpop([f"raw:done:fan{i}"], timeout=60)
-            rates.append(n_fan / (time.perf_counter() - t0))
-        return {"hop_ms": statistics.median(hops), "msgs_per_s": statistics.median(rates)}
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
-        log.close()
-        log_path.unlink(missing_ok=True)
-
-
-def _wait_ready(proc: subprocess.Popen[Any], log_path: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if "is ready for action" in log_path.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"raw dramatiq worker exited: {log_path.read_text()}")
-        time.sleep(0.05)
-    raise RuntimeError("raw dramatiq worker not ready")
+    return 100 * (_cpu_seconds(pgid) - c0) / (time.monotonic() - t0) / cl.processes

@@ -103,3 +103,22 @@ def fan_out(n: int = 10_000, repeats: int = 3) -> dict[str, float]:
         "seconds": statistics.median(r["seconds"] for r in runs),
         "peak_mb": statistics.median(r["peak_mb"] for r in runs),
     }
+
+
+def chain_call_us(n: int = 1000, tool: str = "noop_sync", repeats: int = 9) -> dict[str, float]:
+    """µs a step of an n-step chain, timed around `run` (validation, scheduling, the
+    records: what the caller waits, as Dask's `get` is timed), and by `wall_time`."""
+    ex = FlowExecutor(registry=registry)
+    flow = flows.chain(n, tool)
+    ex.run(flow)  # warm up: imports, pydantic schemas, the loop thread
+    calls, walls = [], []
+    try:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            r = ex.run(flow)
+            calls.append((time.perf_counter() - t0) / n * 1e6)
+            assert r.status == "succeeded"
+            walls.append((r.wall_time or 0) / n * 1e6)
+    finally:
+        ex.close()
+    return {"call_us": statistics.median(calls), "wall_time_us": statistics.median(walls)}

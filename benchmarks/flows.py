@@ -59,3 +59,29 @@ def io_fan(n: int, seconds: float, tool: str = "sleep") -> Flow:
         for i in range(n)
     ]
     return Flow(name=f"io{n}", steps=steps)
+
+
+def cpu_fan(leaves: int, turns: int) -> Flow:
+    """One root, then `leaves` CPU-bound steps of `turns` loop turns each."""
+    steps = [Step(id="root", tool="noop")]
+    steps += [
+        Step(id=f"cpu{i}", tool="burn", inputs={"n": turns, "after": "$steps.root"})
+        for i in range(leaves)
+    ]
+    return Flow(name=f"cpu{leaves}", steps=steps)
+
+
+def map_sleep(items: int, seconds: float) -> Flow:
+    """A root that makes a list of `items`, then one map step: a sync sleep per item."""
+    return Flow(
+        name=f"map{items}",
+        steps=[
+            Step(id="root", tool="numbers", inputs={"n": items}),
+            Step(
+                id="each",
+                tool="counted_sleep_sync",
+                map="$steps.root",
+                inputs={"seconds": seconds, "after": "$item"},
+            ),
+        ],
+    )
