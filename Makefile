@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/dagrelay run examples/report.yaml --tools examples.tools --input '{"user_ids": [1, 2, 3]}'
+	$(BIN)/dagrelay run examples.flows:user_report --input '{"user_ids": [1, 2, 3]}'
 
 lint: venv
 	$(BIN)/ruff check executor workers tests examples benchmarks

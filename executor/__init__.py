@@ -6,6 +6,7 @@ Everything users need is importable from here; `__all__` is the public API.
 from executor.client import FlowExecutor
 from executor.errors import DagrelayError, FlowValidationError, RunNotFoundError
 from executor.handle import RunHandle
+from executor.model.authoring import flow, index, item
 from executor.model.flow import Flow, load_flow
 from executor.model.retry import RetryPolicy
 from executor.model.spec import Step
@@ -33,6 +34,9 @@ __all__ = [
     "Tool",
     "ToolRegistry",
     "default_registry",
+    "flow",
+    "index",
+    "item",
     "load_flow",
     "load_tools",
     "tool",

@@ -18,6 +18,7 @@ from executor.handle import RunHandle
 from executor.model.dag import Dag
 from executor.model.flow import Flow, load_flow
 from executor.model.references import iter_refs, parse_ref, walk
+from executor.model.schema import input_problems, with_defaults
 from executor.model.tools import ToolRegistry, default_registry
 from executor.model.validation import validate_flow
 from executor.observability import tracing
@@ -246,10 +247,12 @@ def _depth(data: Any) -> int:
 
 
 def check_inputs(dag: Dag, inputs: Mapping[str, Any] | None) -> Any:
-    """Check the input is JSON data holding every `$input` path the flow reads.
+    """Check the input is JSON data that fits the flow's `input` schema (defaults filled
+    in) and holds every `$input` path the flow reads.
 
     Raises:
-        FlowValidationError: naming each missing input and the step that needs it.
+        FlowValidationError: naming each field that does not fit, each missing input
+            and the step that needs it.
     """
     if inputs is None:
         inputs = {}
@@ -262,6 +265,12 @@ def check_inputs(dag: Dag, inputs: Mapping[str, Any] | None) -> Any:
         raise FlowValidationError(f"input is not JSON-compatible: {exc}") from None
     if _depth(data) > MAX_INPUT_DEPTH:
         raise FlowValidationError(f"input is nested deeper than {MAX_INPUT_DEPTH} levels")
+    schema = dag.flow.input
+    if schema is not None:
+        data = with_defaults(schema, data)
+        wrong = input_problems(schema, data)
+        if wrong:
+            raise FlowValidationError(wrong, f"flow {dag.flow.name!r}")
     problems: list[str] = []
     for sid, step in dag.steps.items():
         texts = list(iter_refs(step.inputs))

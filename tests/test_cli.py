@@ -519,3 +519,27 @@ def test_names_are_not_rich_markup(runner: CliRunner, tmp_path: Path, tools_modu
     res = runner.invoke(app, ["run", flow, "-t", tools_module, "-i", '{"x": 2}'])
     assert res.exit_code == 0, res.output
     assert "[/x] odd [bold]name v1" in res.stdout
+
+
+@pytest.mark.skipif(not DAGRELAY.exists(), reason="console script not installed")
+def test_a_python_flow_runs_by_module_and_name_with_its_input_checked() -> None:
+    # The flow's module imports its tools: no --tools needed.
+    proc = run_cli(str(DAGRELAY), "run", "examples.flows:word_map", "--json",
+                   "--input", '{"text": "two words"}')  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["output"]["order"] == ["two", "words"]
+
+    proc = run_cli(
+        str(DAGRELAY), "run", "examples.flows:word_map", "--input", '{"text": "a", "x": 1}'
+    )
+    assert proc.returncode == 1
+    assert_one_error_line(proc.stderr, "flow 'word_map'", "input: unknown field 'x' (fields: text)")
+
+    proc = run_cli(str(DAGRELAY), "run", "examples/map.yaml", "--tools", "examples.tools",
+                   "--input", '{"text": 3}')  # fmt: skip
+    assert proc.returncode == 1
+    assert_one_error_line(proc.stderr, "input.text: expected string, got integer")
+
+    proc = run_cli(str(DAGRELAY), "run", "examples.flows:no_such_flow")
+    assert proc.returncode == 2
+    assert_one_error_line(proc.stderr, "'no_such_flow' in 'examples.flows' is nothing, not a @flow")

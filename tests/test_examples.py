@@ -7,14 +7,16 @@ previous run.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from examples import flows
 from examples import tools as ex
-from executor import ExecutionResult, FlowExecutor, load_flow, load_tools
+from executor import ExecutionResult, Flow, FlowExecutor, ToolRegistry, load_flow, load_tools
 from executor.views.diagram import FORMATS, render_graph
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -205,3 +207,48 @@ def test_map_over_an_empty_text_gives_empty_stats(executor: FlowExecutor) -> Non
     assert result.steps["words"].output == []
     assert result.output is not None
     assert result.output["words"] == 0 and result.output["longest"] is None
+
+
+# The same flows written in Python (examples/flows.py) --------------------------------------
+PYTHON_FLOWS = {
+    "report.yaml": flows.user_report,
+    "branch.yaml": flows.review_branch,
+    "map.yaml": flows.word_map,
+}
+
+
+@pytest.mark.parametrize("path", FLOWS, ids=lambda p: p.name)
+def test_every_example_is_a_python_flow_equal_to_its_yaml(path: Path) -> None:
+    python_flow = PYTHON_FLOWS[path.name]  # a YAML example without its Python twin fails here
+    assert python_flow == load_flow(path)
+    assert Flow.from_yaml(python_flow.to_yaml()) == python_flow
+    assert python_flow.input is not None  # the schema the CLI checks inputs against
+
+
+def test_a_python_example_runs_like_its_yaml(executor: FlowExecutor) -> None:
+    text = {"text": "maps run every item at once"}
+    by_python = executor.run(flows.word_map, text, timeout=30)
+    by_yaml = run(executor, "map.yaml", text)
+    assert by_python.status == by_yaml.status == "succeeded"
+    assert by_python.output == by_yaml.output
+    assert by_python.output["order"] == ex.split_words(text["text"])
+
+
+def test_the_readme_tutorial_works_as_written(tmp_path: Path, monkeypatch: Any) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    blocks = {}
+    for block in readme.split("```")[1::2]:
+        lang, _, body = block.partition("\n")
+        first = body.split("\n", 1)[0]
+        if lang in ("python", "yaml") and first.startswith("# ") and "." in first:
+            blocks.setdefault(first[2:].strip(), body)
+    for name in ("mytools.py", "report.py", "report.yaml"):
+        (tmp_path / name).write_text(blocks[name], encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = ToolRegistry()
+    monkeypatch.setattr("executor.model.tools.default_registry", registry)
+    report = importlib.import_module("report")
+    assert report.user_report == load_flow(tmp_path / "report.yaml")
+    with FlowExecutor(registry=registry) as executor:
+        result = executor.run(report.user_report, {"user_id": 3}, timeout=30)
+    assert (result.status, result.output) == ("succeeded", "user3: 3 orders")

@@ -24,6 +24,7 @@ from rich.console import Console
 from executor.client import FlowExecutor
 from executor.errors import DagrelayError, FlowValidationError, RunNotFoundError
 from executor.handle import RunHandle
+from executor.model.authoring import import_flow, is_flow_name
 from executor.model.flow import Flow, load_flow
 from executor.model.tools import ToolRegistry, load_tools
 from executor.result import ExecutionResult
@@ -34,7 +35,11 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 FlowArg = Annotated[
-    str, typer.Argument(help="Flow file (.yaml, .yml or .json).", show_default=False)
+    str,
+    typer.Argument(
+        help="Flow file (.yaml, .yml or .json), or a Python flow as module:name.",
+        show_default=False,
+    ),
 ]
 ToolsOpt = Annotated[
     str | None,
@@ -102,8 +107,16 @@ def guard() -> Iterator[None]:
 
 # Loading what a command needs ----------------------------------------------------------
 def read_flow(path: str) -> Flow:
-    """Load a flow file; a file that is not there (or not readable) is a usage error."""
+    """Load a flow file, or a Python flow named `module:name`; a file that is not there
+    (or not readable) is a usage error."""
     p = Path(path)
+    if not p.exists() and is_flow_name(path):
+        try:
+            return import_flow(path)
+        except FlowValidationError:
+            raise
+        except DagrelayError as exc:
+            fail(one_line(str(exc)), EXIT_USAGE)
     if not p.exists():
         fail(f"{path}: no such file", EXIT_USAGE)
     if p.is_dir():

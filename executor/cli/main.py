@@ -49,8 +49,9 @@ from executor.cli.common import (
 from executor.cli.live import watch
 from executor.errors import DagrelayError
 from executor.handle import RunHandle
+from executor.model.authoring import is_flow_name
 from executor.model.flow import Flow
-from executor.model.tools import ToolRegistry
+from executor.model.tools import ToolRegistry, default_registry
 from executor.model.validation import validate_flow
 from executor.observability import logs
 from executor.result import ExecutionResult, FlowFailedError
@@ -127,17 +128,22 @@ def run(
     """
     with guard():
         url = (redis or "").strip() or None
-        if not tools and url is None:
+        # A Python flow's module imports its tools (into the default registry).
+        python_flow = is_flow_name(flow) and not Path(flow).exists()
+        if not tools and url is None and not python_flow:
             fail(
                 "--tools MODULE is required (or set DAGRELAY_TOOLS); it is optional with --redis",
                 EXIT_USAGE,
             )
         data = parse_inputs(input, input_file)
         flow_obj = read_flow(flow)
-        registry = read_tools(tools) if tools else ToolRegistry()
+        known = tools or python_flow
+        registry = (
+            read_tools(tools) if tools else default_registry if python_flow else ToolRegistry()
+        )
         # Every problem at once, naming the file; without --tools (workers only) the
         # structure, while the executor checks the inputs of the tools it knows.
-        validate_flow(flow_obj, registry if tools else None, source=flow)
+        validate_flow(flow_obj, registry if known else None, source=flow)
         with make_executor(registry, url) as executor, redis_errors(url):
             handle = submit_flow(executor, flow_obj, data, flow)
             # Live progress goes where the report goes, unless stdout is reserved for JSON.
@@ -175,11 +181,12 @@ def validate(flow: FlowArg, tools: ToolsOpt = None) -> None:
     """
     with guard():
         flow_obj = read_flow(flow)
-        registry = read_tools(tools) if tools else None
+        python_flow = is_flow_name(flow) and not Path(flow).exists()
+        registry = read_tools(tools) if tools else default_registry if python_flow else None
         dag = validate_flow(flow_obj, registry, source=flow)
         edges = sum(len(d) for d in dag.deps.values())
         checked = (
-            f"tools and inputs checked against {tools}"
+            f"tools and inputs checked against {tools or 'its module'}"
             if registry is not None
             else "structure only; pass --tools to check tools and inputs"
         )

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from executor.model.retry import RetryPolicy
+from executor.model.tools import Tool
 
 TriggerRule = Literal["all_success", "none_failed", "all_done"]
 OnFailure = Literal["fail_fast", "continue"]
@@ -22,7 +23,7 @@ class Step(BaseModel):
 
     Args:
         id: unique within the flow; letters, digits, `_` and `-`.
-        tool: the registered tool name.
+        tool: the registered tool name (or the `Tool` itself).
         inputs: keyword arguments of the tool; strings starting with `$` are references.
         depends_on: ordering-only dependencies, added to those the references imply.
         when: a condition; false skips the step.
@@ -46,15 +47,26 @@ class Step(BaseModel):
     queue: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = None
 
+    @field_validator("tool", mode="before")
+    @classmethod
+    def _tool_name(cls, value: Any) -> Any:
+        # `Step(tool=fetch_user)`: the tool object stands for its registered name.
+        return value.name if isinstance(value, Tool) else value
+
 
 class FlowSpec(BaseModel):
-    """A DAG of steps, with what the run returns and how it reacts to failure."""
+    """A DAG of steps, with what the run returns and how it reacts to failure.
+
+    `input` is a JSON Schema of the flow's input object (a `@flow` signature makes one);
+    runs refuse an input that does not fit it before any step starts.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     version: str = "1"
     description: str | None = None
+    input: dict[str, Any] | None = None
     steps: list[Step]
     output: Any = None
     on_failure: OnFailure = "fail_fast"

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from types import ModuleType
 from typing import Any, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from executor.errors import DagrelayError, StepInputError, ToolOutputError
+from executor.model import building
 from executor.model.retry import RetryPolicy
+from executor.model.schema import strip_titles, type_schema
 
 
 class _InputsBase(BaseModel):
@@ -85,6 +89,7 @@ class Tool:
             f"{self.name}_inputs", __base__=config_base, **fields
         )
         returns = hints.get("return", inspect.Signature.empty)
+        self.returns: Any = None if returns in (inspect.Signature.empty, Any) else returns
         self.output_adapter: TypeAdapter[Any] | None = (
             None if returns in (inspect.Signature.empty, Any) else TypeAdapter(returns)
         )
@@ -97,7 +102,40 @@ class Tool:
             self._serialize_output = self.output_adapter.serializer.to_python
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        builder = building.current.get()
+        if builder is not None:  # inside a `@flow` body: the call is a step
+            return builder.add_step(self, args, kwargs, {})
         return self.fn(*args, **kwargs)
+
+    def options(self, **options: Any) -> Any:
+        """This tool's call with step options, for `@flow` bodies.
+
+        `fetch.options(id="user", retry=RetryPolicy(max_attempts=3))(user_id=uid)`; the
+        options are `Step`'s: id, retry, timeout, when, trigger, queue, depends_on (step
+        ids or references), description.
+        """
+        return building.Call(self, options)
+
+    def map(self, over: Any, /, **inputs: Any) -> Any:
+        """In a `@flow` body: one call of this tool per item of `over` (a list reference).
+
+        `executor.item` and `executor.index` in `inputs` stand for the item and its
+        position: `fetch.map(pages.urls, url=item)`.
+        """
+        return building.Call(self, {}).map(over, **inputs)
+
+    @functools.cached_property
+    def output_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of the tool's output as stored (None: not annotated)."""
+        return None if self.returns is None else type_schema(self.returns, "serialization")
+
+    @functools.cached_property
+    def input_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of the tool's inputs, one property per parameter."""
+        try:
+            return strip_titles(self.input_model.model_json_schema())
+        except Exception:  # a parameter type pydantic checks only with isinstance
+            return None
 
     def __repr__(self) -> str:
         return f"<Tool {self.name} ({self.origin})>"
@@ -289,6 +327,19 @@ def load_tools(module: str, registry: ToolRegistry | None = None) -> ToolRegistr
     Raises:
         DagrelayError: the module cannot be imported, with the import error.
     """
+    mod = import_module(module, "tools module")
+    own = getattr(mod, "registry", None)
+    if isinstance(own, ToolRegistry):
+        return own
+    return registry if registry is not None else default_registry
+
+
+def import_module(module: str, what: str) -> ModuleType:
+    """Import a module by dotted name or by file path (its folder goes on `sys.path`).
+
+    Raises:
+        DagrelayError: naming `what` and the import error.
+    """
     if module.endswith(".py") or os.sep in module:
         # A file path: import it by its stem with its folder on the path.
         directory, filename = os.path.split(os.path.abspath(module))
@@ -299,12 +350,8 @@ def load_tools(module: str, registry: ToolRegistry | None = None) -> ToolRegistr
         # The console script's sys.path lacks the working directory, unlike `python -m`.
         sys.path.insert(0, os.getcwd())
     try:
-        mod = importlib.import_module(module)
+        return importlib.import_module(module)
     except Exception as exc:
         raise DagrelayError(
-            f"cannot import tools module {module!r}: {type(exc).__name__}: {exc}"
+            f"cannot import {what} {module!r}: {type(exc).__name__}: {exc}"
         ) from exc
-    own = getattr(mod, "registry", None)
-    if isinstance(own, ToolRegistry):
-        return own
-    return registry if registry is not None else default_registry

@@ -8,8 +8,10 @@ from executor.errors import FlowValidationError
 from executor.model.dag import Dag, find_cycle
 from executor.model.predicates import Predicate, PredicateError, parse_predicate
 from executor.model.references import STEP_ID, ReferenceSyntaxError, iter_refs, parse_ref
+from executor.model.schema import check_schema
 from executor.model.spec import FlowSpec, Step
 from executor.model.tools import ToolRegistry
+from executor.model.typecheck import reference_problems
 
 
 def validate_flow(
@@ -99,6 +101,12 @@ def validate_flow(
             problems.append(f"output: {text} is only available in a map step")
         elif ref.step is not None and ref.step not in steps:
             problems.append(f"output: reference {text} names unknown step {ref.step!r}")
+
+    if flow.input is not None:
+        schema_problems = check_schema(flow.input)
+        problems += schema_problems
+    if flow.input is None or not schema_problems:
+        problems += reference_problems(flow, steps, registry)
 
     dependents: dict[str, list[str]] = {sid: [] for sid in steps}
     for sid, ds in deps.items():
