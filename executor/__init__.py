@@ -12,6 +12,7 @@ from executor.model.retry import RetryPolicy
 from executor.model.spec import Step
 from executor.model.tools import Tool, ToolRegistry, default_registry, load_tools, tool
 from executor.result import ExecutionResult, FlowFailedError
+from executor.run.context import StepContext, current_step
 from executor.run.events import RunEvent
 from executor.run.records import Attempt, StepError, StepRecord
 from executor.version import __version__ as __version__
@@ -29,10 +30,12 @@ __all__ = [
     "RunHandle",
     "RunNotFoundError",
     "Step",
+    "StepContext",
     "StepError",
     "StepRecord",
     "Tool",
     "ToolRegistry",
+    "current_step",
     "default_registry",
     "flow",
     "index",

@@ -29,6 +29,7 @@ from executor.model.spec import Step
 from executor.model.tools import Tool, ToolRegistry, check_output_size
 from executor.observability.tracing import record_error, set_worker
 from executor.run.attempts import format_tb
+from executor.run.context import StepContext, serving
 from executor.run.records import StepError
 
 # What an attempt came to: status, output, the exception (to retry on), the error.
@@ -137,7 +138,11 @@ class Attempts:
             record["inputs"] = data
             kwargs = tool.validate_inputs(data)
             timeout = step.timeout if step.timeout is not None else tool.timeout
-            output = await _call(tool, kwargs, timeout, threads, sync_call)
+            serves = StepContext(
+                ctx.run_id, ctx.dag.flow.name, step.id, item=index, worker=self.process
+            ).for_attempt(claim.attempt, timeout)
+            with serving(serves):
+                output = await _call(tool, kwargs, timeout, threads, sync_call)
             return "succeeded", tool.dump_output(output), None, None
         except asyncio.CancelledError:
             return "cancelled", None, None, StepError(type="CancelledError", message="stopped")

@@ -13,6 +13,7 @@ import functools
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from executor.model.references import Scope, parse_ref
 from executor.model.retry import RetryPolicy
 from executor.model.spec import Step
 from executor.model.tools import Tool
+from executor.run.context import StepContext, serving
 from executor.run.progress import AttemptProgress, StepProgress
 from executor.run.records import StepError, StepStatus
 
@@ -84,12 +86,15 @@ async def run_attempts(
     t_queued: float | None = None,
     on_start: StepHook | None = None,
     on_retry: StepHook | None = None,
+    context: StepContext | None = None,
 ) -> tuple[StepStatus, Any]:
     """Run attempts until one succeeds or the policy gives up, filling `rec`.
 
     Args:
         resolve: turns `raw_inputs` (with references) into JSON data.
         call: awaits the tool call (see `call_tool`).
+        context: what `current_step()` says during each attempt (its number and
+            deadline filled in per attempt).
         slot: a concurrency slot held during each attempt (not during backoff).
         t_queued: perf_counter time the step was queued, for `queue_wait`.
     Returns:
@@ -118,7 +123,10 @@ async def run_attempts(
                 data = resolve(raw_inputs)
                 if rec.inputs is None:
                     rec.inputs = data
-                output = tool.dump_output(await call(tool, tool.validate_inputs(data), timeout))
+                kwargs = tool.validate_inputs(data)
+                serves = context.for_attempt(number, timeout) if context is not None else None
+                with serving(serves):
+                    output = tool.dump_output(await call(tool, kwargs, timeout))
             except Exception as e:
                 exc = e
             except BaseException:
@@ -161,6 +169,7 @@ async def map_step(
     slot: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
     t_queued: float | None = None,
     on_start: StepHook | None = None,
+    context: StepContext | None = None,
 ) -> tuple[StepStatus, Any]:
     """Run a map step: one tool call per item of `step.map`, concurrently, in `rec.items`.
 
@@ -215,6 +224,7 @@ async def map_step(
                 worker,
                 slot=slot,
                 t_queued=time.perf_counter(),
+                context=replace(context, item=i) if context is not None else None,
             )
 
         return await run_items(rec, items, one)

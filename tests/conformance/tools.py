@@ -222,3 +222,36 @@ def make_items(n: int, delay: float = 0.0) -> list[dict[str, Any]]:
 def bad_output() -> int:
     """Returns something that does not fit its annotation."""
     return "not a number"  # type: ignore[return-value]
+
+
+def _context(fail_first: bool) -> dict[str, Any]:
+    from executor import current_step
+    from executor.observability import logs
+
+    step = current_step()
+    assert step is not None
+    if fail_first and step.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    remaining = step.remaining()
+    return {
+        "run_id": step.run_id,
+        "flow": step.flow,
+        "step_id": step.step_id,
+        "attempt": step.attempt,
+        "item": step.item,
+        "worker": bool(step.worker),
+        "deadline_ahead": remaining is not None and 0 < remaining <= 30,
+        "log_ids": list(logs.current()[:2]),
+    }
+
+
+@tool(registry=registry)
+def context_sync(fail_first: bool = False, value: Any = None) -> dict[str, Any]:
+    """What `current_step()` says in a sync tool (its thread has the caller's context)."""
+    return _context(fail_first)
+
+
+@tool(registry=registry)
+async def context_async(fail_first: bool = False, value: Any = None) -> dict[str, Any]:
+    """What `current_step()` says in an async tool."""
+    return _context(fail_first)

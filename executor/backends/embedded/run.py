@@ -19,6 +19,7 @@ from executor.model.tools import Tool, ToolRegistry, check_output_size
 from executor.observability.logs import bind as bind_log_ids
 from executor.result import ExecutionResult
 from executor.run.attempts import CUT, map_step, now, run_attempts
+from executor.run.context import StepContext
 from executor.run.events import EventLog
 from executor.run.progress import StepProgress, to_datetime
 from executor.run.records import (
@@ -232,6 +233,7 @@ class LocalRun:
         slot = None
         if backend.max_concurrency is not None or tool.max_concurrency is not None:
             slot = functools.partial(backend.slot, tool)
+        context = StepContext(self.run_id, self.dag.flow.name, sid, worker=backend.worker)
         try:
             if step.map is not None:
                 status, output = await map_step(
@@ -247,6 +249,7 @@ class LocalRun:
                     slot=slot,
                     t_queued=time.perf_counter(),
                     on_start=self._on_start,
+                    context=context,
                 )
             else:
                 status, output = await run_attempts(
@@ -262,6 +265,7 @@ class LocalRun:
                     t_queued=time.perf_counter(),
                     on_start=self._on_start,
                     on_retry=self._on_retry,
+                    context=context,
                 )
         except asyncio.CancelledError:
             status = "cancelled"
