@@ -79,5 +79,3 @@ def serving(context: StepContext | None) -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
-
-
