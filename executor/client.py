@@ -6,14 +6,14 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json, to_jsonable_python
 
 from executor.backends.embedded.backend import LocalBackend, LocalRunHandle
-from executor.errors import FlowValidationError
+from executor.errors import FlowValidationError, RunNotFoundError
 from executor.handle import RunHandle
 from executor.model.dag import Dag
 from executor.model.flow import Flow, load_flow
@@ -23,6 +23,7 @@ from executor.model.tools import ToolRegistry, default_registry
 from executor.model.validation import validate_flow
 from executor.observability import tracing
 from executor.result import ExecutionResult
+from executor.run.rerun import plan_rerun
 
 if TYPE_CHECKING:
     from executor.backends.redis.backend import RedisBackend
@@ -173,6 +174,69 @@ class FlowExecutor:
         span.finish(result)
         return result
 
+    def submit_rerun(
+        self,
+        previous: str | ExecutionResult,
+        flow: Flow | str | Path | None = None,
+        *,
+        from_steps: Iterable[str] = (),
+    ) -> RunHandle:
+        """Run a finished run again, in place: what did not succeed (and `from_steps`
+        with what depends on them) runs again, successes are reused; returns at once.
+
+        Args:
+            previous: the run's id, or its `ExecutionResult` (embedded: one saved as
+                JSON works too, with `flow`).
+            flow: the run's flow, where the executor does not hold it (an embedded
+                result); distributed runs keep theirs in Redis.
+            from_steps: steps to run again even if they succeeded, and their dependents.
+        Raises:
+            RunNotFoundError: no such run.
+            DagrelayError: the run is not finished, or nothing would run again.
+        """
+        run_id = previous.run_id if isinstance(previous, ExecutionResult) else previous
+        steps = list(from_steps)
+        if flow is not None and not isinstance(flow, Flow):
+            flow = load_flow(flow)
+        if self._redis is not None:
+            return self._redis.rerun(new_run_id(run_id), flow, steps)
+        if isinstance(previous, ExecutionResult):
+            result = previous
+            if flow is None:
+                try:
+                    flow = self._backend.get(run_id).flow  # type: ignore[assignment]
+                except RunNotFoundError:
+                    raise FlowValidationError(
+                        f"rerun of run {run_id}: give its flow (rerun(result, flow=...))"
+                    ) from None
+        else:
+            held = self._backend.get(run_id)
+            result, flow = held.snapshot(), flow or held.flow  # type: ignore[assignment]
+        assert isinstance(flow, Flow)
+        if flow.name != result.flow_name:
+            raise FlowValidationError(
+                f"run {run_id} is of flow {result.flow_name!r}, not {flow.name!r}"
+            )
+        dag = validate_flow(flow, self.registry)
+        statuses = {sid: rec.status for sid, rec in result.steps.items()}
+        keep, again = plan_rerun(run_id, dag, result.status, statuses, steps)
+        run = self._backend.new_run(dag, result.inputs, run_id)
+        run.seed(result, keep, again)
+        loop = self._backend.background_loop()
+        future = asyncio.run_coroutine_threadsafe(run.execute(), loop)
+        return LocalRunHandle(run, future)
+
+    def rerun(
+        self,
+        previous: str | ExecutionResult,
+        flow: Flow | str | Path | None = None,
+        *,
+        from_steps: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> ExecutionResult:
+        """`submit_rerun` and wait for its result (the same run id, both passes' attempts)."""
+        return self.submit_rerun(previous, flow, from_steps=from_steps).wait(timeout)
+
     def get_run(self, run_id: str) -> RunHandle:
         """A handle on a run this executor started.
 
@@ -270,7 +334,7 @@ def check_inputs(dag: Dag, inputs: Mapping[str, Any] | None) -> Any:
         data = with_defaults(schema, data)
         wrong = input_problems(schema, data)
         if wrong:
-            raise FlowValidationError(wrong, f"flow {dag.flow.name!r}")
+            raise FlowValidationError(wrong)
     problems: list[str] = []
     for sid, step in dag.steps.items():
         texts = list(iter_refs(step.inputs))

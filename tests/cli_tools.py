@@ -37,3 +37,11 @@ def doze(seconds: float) -> float:
 def explode(message: str) -> str:
     """Always fail, with `message`."""
     raise RuntimeError(message)
+
+
+@tool(registry=registry)
+def needs_file(path: str) -> str:
+    """Fail until the file at `path` exists (a test creates it between a run and its
+    rerun), then return its text."""
+    with open(path, encoding="utf-8") as f:
+        return f.read()

@@ -533,7 +533,9 @@ def test_a_python_flow_runs_by_module_and_name_with_its_input_checked() -> None:
         str(DAGRELAY), "run", "examples.flows:word_map", "--input", '{"text": "a", "x": 1}'
     )
     assert proc.returncode == 1
-    assert_one_error_line(proc.stderr, "flow 'word_map'", "input: unknown field 'x' (fields: text)")
+    assert_one_error_line(
+        proc.stderr, "examples.flows:word_map: ", "input: unknown field 'x' (fields: text)"
+    )
 
     proc = run_cli(str(DAGRELAY), "run", "examples/map.yaml", "--tools", "examples.tools",
                    "--input", '{"text": 3}')  # fmt: skip
@@ -543,3 +545,24 @@ def test_a_python_flow_runs_by_module_and_name_with_its_input_checked() -> None:
     proc = run_cli(str(DAGRELAY), "run", "examples.flows:no_such_flow")
     assert proc.returncode == 2
     assert_one_error_line(proc.stderr, "'no_such_flow' in 'examples.flows' is nothing, not a @flow")
+
+
+@pytest.mark.skipif(not DAGRELAY.exists(), reason="console script not installed")
+def test_retry_reruns_a_saved_result_in_process(tmp_path: Path) -> None:
+    proc = run_cli(str(DAGRELAY), "run", "examples/report.yaml", "--tools", "examples.tools",
+                   "--input", '{"user_ids": [1, -2]}', "--json")  # fmt: skip
+    assert proc.returncode == 1
+    saved = write(tmp_path, "failed.json", proc.stdout)
+    # The saved result fails the same way again (user -2 does not exist): only the
+    # failed steps and what depends on them run; the rest is reused.
+    proc = run_cli(str(DAGRELAY), "retry", saved, "--flow", "examples/report.yaml",
+                   "--tools", "examples.tools", "--json")  # fmt: skip
+    assert proc.returncode == 1
+    before = ExecutionResult.model_validate_json(Path(saved).read_text())
+    after = ExecutionResult.model_validate_json(proc.stdout)
+    assert after.run_id == before.run_id
+    assert after.steps["prices"].attempts == before.steps["prices"].attempts  # reused
+    assert len(after.steps["users"].attempts) == len(before.steps["users"].attempts) + 1
+    proc = run_cli(str(DAGRELAY), "retry", saved, "--tools", "examples.tools")
+    assert proc.returncode == 2
+    assert_one_error_line(proc.stderr, "--flow FLOW is needed")

@@ -591,3 +591,42 @@ def test_report_of_a_run_on_workers(redis_url: str, worker: WorkerProcess, tmp_p
     proc = cli("graph", "examples/map.yaml", "--run", run_id.group(1), "--redis", redis_url)
     assert proc.returncode == 2
     one_error_line(proc, "is of flow 'user_report'")
+
+
+def test_retry_reruns_a_failed_run_in_place_on_the_workers(
+    redis_url: str, worker: WorkerProcess, tmp_path: Path
+) -> None:
+    needed = tmp_path / "needed.txt"
+    flow = tmp_path / "needs.yaml"
+    flow.write_text(
+        textwrap.dedent(f"""
+            name: needs
+            output: $steps.read
+            steps:
+              - {{id: first, tool: nap, inputs: {{seconds: 0.01}}}}
+              - {{id: read, tool: needs_file, depends_on: [first], inputs: {{path: "{needed}"}}}}
+        """)
+    )
+    failed = cli("run", str(flow), "--redis", redis_url, "--json")
+    assert failed.returncode == 1
+    run_id = json.loads(failed.stdout)["run_id"]
+    one_error_line(failed, "step 'read' failed", "FileNotFoundError")
+
+    needed.write_text("here now", encoding="utf-8")
+    again = cli("retry", run_id, "--redis", redis_url, "--json")
+    assert again.returncode == 0, again.stderr
+    result = ExecutionResult.model_validate_json(again.stdout)
+    assert (result.run_id, result.status, result.output) == (run_id, "succeeded", "here now")
+    assert [a.number for a in result.steps["read"].attempts] == [1, 2]
+    assert len(result.steps["first"].attempts) == 1  # reused, not run again
+
+    proc = cli("retry", run_id, "--redis", redis_url)
+    assert proc.returncode == 1
+    one_error_line(proc, "succeeded: nothing to rerun")
+    proc = cli("retry", run_id, "--redis", redis_url, "--from", "first", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rerun = ExecutionResult.model_validate_json(proc.stdout)
+    assert [len(rerun.steps[s].attempts) for s in ("first", "read")] == [2, 3]
+    proc = cli("retry", "0" * 32, "--redis", redis_url)
+    assert proc.returncode == 2
+    one_error_line(proc, "no run")

@@ -96,7 +96,9 @@ class Attempts:
             "started_at": started,
             "worker": worker,
         }
-        first = started if claim.attempt == 1 or not claim.started_at else claim.started_at
+        first = (
+            started if claim.attempt == claim.base + 1 or not claim.started_at else claim.started_at
+        )
         record: dict[str, Any] = {
             "worker": worker,
             "queued_at": claim.queued_at,
@@ -182,11 +184,12 @@ class Attempts:
         retry_ms = None
         if exc is not None:
             policy = step.retry or (tool.retry if tool else None) or NO_RETRY
-            delay = policy.next_delay(claim.attempt, exc)
+            delay = policy.next_delay(claim.attempt - claim.base, exc)
             if delay is not None:
                 retry_ms = int(delay * 1000)
         record.update(finished_at=finished, error=error.model_dump() if error else None)
-        if claim.attempt == 1 and record.get("started_at") == attempt_rec["started_at"]:
+        first = claim.attempt == claim.base + 1  # this pass's first attempt
+        if first and record.get("started_at") == attempt_rec["started_at"]:
             record["duration"] = attempt_rec["duration"]  # the step is its one attempt
         elif record.get("started_at"):
             record["duration"] = _seconds(record["started_at"], finished)

@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 
 from executor.cli import report as cli_report
+from executor.cli import retry as cli_retry
 from executor.cli import runs as cli_runs
 from executor.cli.common import (
     EXIT_FAILED,
@@ -310,6 +311,7 @@ def worker(
 
 
 cli_runs.register(app)
+cli_retry.register(app)
 cli_report.register(app)
 
 

@@ -87,6 +87,7 @@ async def run_attempts(
     on_start: StepHook | None = None,
     on_retry: StepHook | None = None,
     context: StepContext | None = None,
+    base: int = 0,
 ) -> tuple[StepStatus, Any]:
     """Run attempts until one succeeds or the policy gives up, filling `rec`.
 
@@ -95,19 +96,21 @@ async def run_attempts(
         call: awaits the tool call (see `call_tool`).
         context: what `current_step()` says during each attempt (its number and
             deadline filled in per attempt).
+        base: attempts an earlier pass of the run made (a rerun): numbers go on from
+            there, while the retry policy counts this pass's own.
         slot: a concurrency slot held during each attempt (not during backoff).
         t_queued: perf_counter time the step was queued, for `queue_wait`.
     Returns:
         `("succeeded", output)` or `("failed", None)`; cancellation propagates.
     """
     t_start = 0.0
-    number = 0
+    number = base
     while True:
         number += 1
         async with slot() if slot is not None else _NO_SLOT:
             t_attempt = time.perf_counter()
             attempt = AttemptProgress(number, time.time(), worker)
-            if number == 1:
+            if number == base + 1:
                 t_start = t_attempt
                 rec.started_at = attempt.started_at
                 rec.worker = worker
@@ -141,7 +144,7 @@ async def run_attempts(
             return "succeeded", output
         error = StepError.from_exception(exc, format_tb(exc))
         attempt.error = rec.error = error
-        delay = policy.next_delay(number, exc)
+        delay = policy.next_delay(number - base, exc)
         if delay is None:
             return "failed", None
         if on_retry is not None:
@@ -170,6 +173,7 @@ async def map_step(
     t_queued: float | None = None,
     on_start: StepHook | None = None,
     context: StepContext | None = None,
+    base: int = 0,
 ) -> tuple[StepStatus, Any]:
     """Run a map step: one tool call per item of `step.map`, concurrently, in `rec.items`.
 
@@ -185,12 +189,12 @@ async def map_step(
     rec.worker = worker
     rec.status = "running"
     rec.items = []
-    attempt = AttemptProgress(1, rec.started_at, worker)
+    attempt = AttemptProgress(base + 1, rec.started_at, worker)
     rec.attempts.append(attempt)
     if t_queued is not None:
         rec.queue_wait = t0 - t_queued
     if on_start is not None:
-        on_start(rec, 1, None)
+        on_start(rec, base + 1, None)
     try:
         try:
             items = scope.lookup(parse_ref(step.map))

@@ -12,7 +12,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from executor.run.records import StepError, StepRecord, StepStatus
+from executor.run.records import Attempt, StepError, StepRecord, StepStatus
+
+
+def _epoch(t: datetime | None) -> float | None:
+    return None if t is None else t.timestamp()
 
 
 def to_datetime(t: float | None) -> datetime | None:
@@ -32,6 +36,15 @@ class AttemptProgress:
         self.duration: float | None = None
         self.worker = worker
         self.error: StepError | None = None
+
+    @classmethod
+    def from_attempt(cls, attempt: Attempt) -> AttemptProgress:
+        """An earlier run's attempt, as it was (a rerun keeps them)."""
+        made = cls(attempt.number, _epoch(attempt.started_at) or 0.0, attempt.worker)
+        made.finished_at = _epoch(attempt.finished_at)
+        made.duration = attempt.duration
+        made.error = attempt.error
+        return made
 
     def to_dict(self) -> dict[str, Any]:
         """The fields of the `Attempt` this becomes."""
@@ -108,6 +121,21 @@ class StepProgress:
             "worker": self.worker,
             "items": None if self.items is None else [i.to_dict() for i in self.items],
         }
+
+    @classmethod
+    def from_record(cls, rec: StepRecord) -> StepProgress:
+        """A finished record as progress again: a rerun's reused step, as it ended."""
+        made = cls(rec.step_id, rec.tool)
+        made.status = rec.status
+        made.inputs, made.output, made.error = rec.inputs, rec.output, rec.error
+        made.attempts = [AttemptProgress.from_attempt(a) for a in rec.attempts]
+        made.queued_at = _epoch(rec.queued_at)
+        made.started_at = _epoch(rec.started_at)
+        made.finished_at = _epoch(rec.finished_at)
+        made.duration, made.queue_wait, made.worker = rec.duration, rec.queue_wait, rec.worker
+        if rec.items is not None:
+            made.items = [cls.from_record(i) for i in rec.items]
+        return made
 
     def to_record(self) -> StepRecord:
         """The public record, validated in one go (nested attempts and items included)."""

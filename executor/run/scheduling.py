@@ -227,8 +227,16 @@ class RunState:
             return "running"
         return self.scheduler.run_status(self.status, self.stop_reason)
 
+    def reuse(self, outputs: Mapping[str, Any]) -> None:
+        """Before `start`: these steps succeeded in an earlier pass of the run, with these
+        outputs (a rerun); their dependents no longer wait for them."""
+        for sid, output in outputs.items():
+            self._set(sid, "succeeded", output)
+            for child in self.dag.dependents[sid]:
+                self.remaining[child] -= 1
+
     def start(self) -> Actions:
-        """Resolve the roots."""
+        """Resolve the steps with nothing left to wait for (the roots, on a first pass)."""
         actions = Actions()
         self._resolve([s for s, n in self.remaining.items() if n == 0], actions)
         return actions

@@ -21,7 +21,7 @@ from executor.result import ExecutionResult
 from executor.run.attempts import CUT, map_step, now, run_attempts
 from executor.run.context import StepContext
 from executor.run.events import EventLog
-from executor.run.progress import StepProgress, to_datetime
+from executor.run.progress import AttemptProgress, StepProgress, to_datetime
 from executor.run.records import (
     TERMINAL_RUN,
     TERMINAL_STEP,
@@ -84,14 +84,30 @@ class LocalRun:
         self._final: ExecutionResult | None = None
         self._run_status: RunStatus = "pending"
         self._cancel_requested = False
+        self._bases: dict[str, int] = {}  # attempts a rerun's steps made in earlier passes
+
+    def seed(self, previous: ExecutionResult, keep: list[str], again: list[str]) -> None:
+        """Before `execute`: this run is a rerun of `previous` (same id): `keep` stay as
+        they ended, `again` run again after their earlier attempts."""
+        self.state.reuse({sid: previous.steps[sid].output for sid in keep})
+        for sid in keep:
+            self.records[sid] = StepProgress.from_record(previous.steps[sid])
+        for sid in again:
+            earlier = previous.steps[sid].attempts if sid in previous.steps else []
+            self.records[sid].attempts = [AttemptProgress.from_attempt(a) for a in earlier]
+            self._bases[sid] = max((a.number for a in earlier), default=0)
+        self.submitted_at = previous.submitted_at or self.submitted_at
+        self.started_at = previous.started_at
 
     # Running ---------------------------------------------------------------------
     async def execute(self) -> ExecutionResult:
         """Run to the end (or the flow's timeout) and return the result."""
         self.loop = asyncio.get_running_loop()
         self._done = asyncio.Event()
-        self.started_at = now()
-        self._t0 = time.perf_counter()
+        # A rerun's wall clock runs from its first pass's start (as on Redis).
+        t_start = self.started_at.timestamp() if self.started_at is not None else None
+        self.started_at = self.started_at or now()
+        self._t0 = time.perf_counter() - (time.time() - t_start if t_start is not None else 0.0)
         self._run_status = "running"
         self._apply(self.state.start())
         if self._cancel_requested:  # cancel() came before the loop picked the run up
@@ -250,6 +266,7 @@ class LocalRun:
                     t_queued=time.perf_counter(),
                     on_start=self._on_start,
                     context=context,
+                    base=self._bases.get(sid, 0),
                 )
             else:
                 status, output = await run_attempts(
@@ -266,6 +283,7 @@ class LocalRun:
                     on_start=self._on_start,
                     on_retry=self._on_retry,
                     context=context,
+                    base=self._bases.get(sid, 0),
                 )
         except asyncio.CancelledError:
             status = "cancelled"

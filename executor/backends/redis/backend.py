@@ -21,11 +21,15 @@ from executor.backends.redis.wakeup import WakingRedisBroker
 from executor.errors import DagrelayError, RunNotFoundError
 from executor.handle import RunHandle
 from executor.model.dag import Dag
+from executor.model.flow import Flow
+from executor.model.spec import FlowSpec
 from executor.model.tools import Tool, ToolRegistry
+from executor.model.validation import validate_flow
 from executor.observability.tracing import current_context as trace_context
 from executor.result import ExecutionResult
 from executor.run.events import RunEvent
 from executor.run.records import TERMINAL_RUN, Attempt, RunStatus, StepRecord, summarize
+from executor.run.rerun import plan_rerun
 
 _PASSWORD = re.compile(r"^([a-z0-9+.-]*://[^:/@]*:)[^/]*@", re.IGNORECASE)
 # A token message's actor only claims (the attempts run after it returns): Dramatiq's
@@ -134,6 +138,39 @@ class RedisBackend:
         self.coordinator.start(ctx)
         return RedisRunHandle(self, run_id)
 
+    def rerun(self, run_id: str, flow: FlowSpec | None, from_steps: list[str]) -> RedisRunHandle:
+        """Run a finished run's failed and unfinished steps again, in place (same id).
+
+        Raises:
+            RunNotFoundError: no such run.
+            DagrelayError: the run is not finished, `flow` is not its flow, or there is
+                nothing to run again.
+        """
+        data = self.store.read_run(run_id)
+        stored = Flow.model_validate_json(data.meta["flow"])
+        if flow is not None and flow.model_dump() != stored.model_dump():
+            raise DagrelayError(f"run {run_id} is of another flow (its own is {stored.name!r})")
+        dag = validate_flow(stored, None)
+        keep, again = plan_rerun(run_id, dag, data.meta.get("status", ""), data.status, from_steps)
+        waits = {s: sum(1 for d in dag.deps[s] if d not in keep) for s in again}
+        made: dict[str, int] = {}
+        for field in data.attempts:
+            unit, _, number = field.rpartition(":")
+            if unit in waits:
+                made[unit] = max(made.get(unit, 0), int(number))
+        items = {s: _item_count(data.status, s) for s in again if dag.steps[s].map is not None}
+        plan = [(s, waits[s], made.get(s, 0), items.get(s, 0)) for s in again]
+        deadline = time.time() + stored.timeout if stored.timeout else None
+        at = datetime.now(UTC).isoformat()
+        first = self.store.rerun(run_id, plan, at, deadline)
+        if first is None:
+            status = self.store.run_meta(run_id, "status").get("status")
+            raise DagrelayError(f"run {run_id} is {status}: only a finished run can be rerun")
+        ctx = RunContext.build(run_id, stored, json.loads(data.meta["inputs"]), dag)
+        self.coordinator.remember(ctx)
+        self.coordinator.resolve(ctx, [s for s in again if waits[s] == 0])
+        return RedisRunHandle(self, run_id, since=first)
+
     def close(self) -> None:
         self.client.close()
         self.broker.close()
@@ -151,9 +188,10 @@ class RedisBackend:
 class RedisRunHandle(RunHandle):
     """A run stored in Redis; works from any process that can reach it."""
 
-    def __init__(self, backend: RedisBackend, run_id: str) -> None:
+    def __init__(self, backend: RedisBackend, run_id: str, since: str | None = None) -> None:
         self._backend = backend
         self.run_id = run_id
+        self._since = since  # the first event of the run's latest pass (a rerun)
 
     def status(self) -> RunStatus:
         return self._backend.store.run_meta(self.run_id, "status")["status"]  # type: ignore[return-value]
@@ -173,7 +211,9 @@ class RedisRunHandle(RunHandle):
 
     def events(self, timeout: float | None = None) -> Iterator[RunEvent]:
         store = self._backend.store
-        last = "0-0"
+        if self._since is None:  # the events of the latest pass: a rerun's start on
+            self._since = store.run_meta(self.run_id, "status", "pass_from").get("pass_from")
+        last = self._since or "0-0"
 
         def read(block: int | None) -> list[tuple[str, dict[str, str]]]:
             return store.read_events(self.run_id, last, block)
@@ -246,6 +286,12 @@ class RedisRunHandle(RunHandle):
     def _run_deadline(self) -> float | None:
         score = self._backend.client.zscore(self._backend.store.deadlines_key, self.run_id)
         return float(score) if score is not None else None
+
+
+def _item_count(statuses: dict[str, str], step: str) -> int:
+    """How many items a map step had in the run's last pass."""
+    prefix = f"{step}["
+    return sum(1 for unit in statuses if unit.startswith(prefix) and unit.endswith("]"))
 
 
 def _event(run_id: str, f: dict[str, str]) -> RunEvent:

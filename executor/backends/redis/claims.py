@@ -27,6 +27,7 @@ class Claim:
     trace: str = ""  # W3C traceparent of what queued it (its span's parent)
     detail: str = ""
     slot: str | None = None  # its holder name in the tool's semaphore, if it took a slot
+    base: int = 0  # attempts earlier passes of the run made (a rerun): `attempt` goes on
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,18 @@ def parse_claim(r: list[Any]) -> Claim:
         if r[i + 1] != "":
             outputs[r[i]] = json.loads(r[i + 1])
     item = json.loads(r[7 + 2 * n]) if len(r) > 7 + 2 * n else None
-    return Claim("ok", r[1], int(r[2]), r[3] or None, r[4] or None, outputs, item, r[5] or "")
+    attempt, _, base = str(r[2]).partition("/")
+    return Claim(
+        "ok",
+        r[1],
+        int(attempt),
+        r[3] or None,
+        r[4] or None,
+        outputs,
+        item,
+        r[5] or "",
+        base=int(base or 0),
+    )
 
 
 def parse_ready(ready: list[str]) -> tuple[tuple[str, ...], frozenset[str]]:

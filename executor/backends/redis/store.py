@@ -69,6 +69,7 @@ SCRIPTS = (
     "reclaim",
     "stop",
     "finish",
+    "rerun",
 )
 DEFAULT_TTL = 7 * 24 * 3600
 
@@ -587,6 +588,34 @@ class RedisStore:
         if done:
             self._batch([("ZREM", self.deadlines_key, run_id), ("ZREM", self.leased_key, run_id)])
         return bool(done)
+
+    def rerun(
+        self,
+        run_id: str,
+        steps: list[tuple[str, int, int, int]],
+        at: str,
+        deadline: float | None,
+    ) -> str | None:
+        """Make a finished run run again in place: `steps` (step, dependencies it waits
+        for, attempts made so far, items of its map last time) back to pending.
+
+        Returns:
+            the id of the new pass's first event, or None if the run is not finished
+            (then nothing changed).
+        """
+        lanes = tuple(sorted(self.client.smembers(self.keys(run_id)[11])))
+        args: list[Any] = [at]
+        for step, waits, made, items in steps:
+            args += [step, waits, made, items]
+        r = self._run("rerun", run_id, args, lanes)
+        if r[0] != 1:
+            return None
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(self.runs_key, {run_id: time.time()})
+        if deadline is not None:
+            pipe.zadd(self.deadlines_key, {run_id: deadline})
+        pipe.execute()
+        return str(r[1])
 
     # Cross-run indexes ------------------------------------------------------------------
     def leased_runs(self, now: float, limit: int = 100) -> list[str]:

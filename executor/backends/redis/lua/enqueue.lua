@@ -20,7 +20,9 @@ while i <= #ARGV do
     if redis.call('HGET', KEYS[2], unit) == 'pending' and spared(unit) then
       redis.call('HSET', KEYS[2], unit, 'queued')
       redis.call('HSET', KEYS[9], unit .. ':q', at)
-      redis.call('HSET', KEYS[7], unit .. ':next', 1)
+      -- A rerun's step numbers on after its earlier attempts.
+      redis.call('HSET', KEYS[7], unit .. ':next',
+        1 + tonumber(redis.call('HGET', KEYS[7], unit .. ':base') or '0'))
       enqueue_unit(unit, lane, todo, 0, trace)
       redis.call('XADD', KEYS[8], '*', 'step', unit, 'status', 'queued', 'at', at)
     end

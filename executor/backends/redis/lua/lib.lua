@@ -114,7 +114,7 @@ end
 -- set; 'inplace': a pending step the caller decided itself; 'ahead': a pending step
 -- made ready by the completion in this same script, claimed only if every dependency
 -- succeeded (`c.clean`)).
--- Returns {'ok', unit, attempt, queued_at, first started_at, trace parent or '',
+-- Returns {'ok', unit, attempt (or 'attempt/base'), queued_at, first started_at, trace parent or '',
 -- n outputs, (step, output JSON or '')..., [item value]} or {reason, unit, detail}.
 local function claim_unit(c)
   local unit = c.unit
@@ -128,11 +128,15 @@ local function claim_unit(c)
     if c.mode == 'ahead' and not c.clean then return {'unready', unit, ''} end
   end
   if not spared(unit) then return {'stopped', unit, run_stop()} end
-  -- A pending step was never queued: its first attempt, with no trace parent stored.
-  local attempt, trace = 1, ''
+  -- A pending step was never queued: its first attempt (of this pass: a rerun numbers
+  -- on after the earlier passes' `base` attempts), with no trace parent stored.
+  local attempt, trace, base
   if st == 'queued' then
-    local r = redis.call('HMGET', KEYS[7], unit .. ':next', unit .. ':tp')
-    attempt, trace = tonumber(r[1] or '1'), r[2] or ''
+    local r = redis.call('HMGET', KEYS[7], unit .. ':next', unit .. ':tp', unit .. ':base')
+    attempt, trace, base = tonumber(r[1] or '1'), r[2] or '', tonumber(r[3] or '0')
+  else
+    base = tonumber(redis.call('HGET', KEYS[7], unit .. ':base') or '0')
+    attempt, trace = base + 1, ''
   end
   local now = now_ms()
   redis.call('HSET', KEYS[2], unit, 'running')
@@ -158,7 +162,9 @@ local function claim_unit(c)
     redis.call('XADD', KEYS[8], '*', 'step', unit, 'status', 'running', 'attempt', attempt,
       'worker', c.worker, 'at', c.started_at)
   end
-  local reply = {'ok', unit, attempt, queued_at, started_at, trace}
+  -- `attempt/base` when earlier passes made attempts: the retry policy counts this pass's.
+  local reply = {'ok', unit, base > 0 and (attempt .. '/' .. base) or attempt, queued_at,
+    started_at, trace}
   load_inputs(unit, reply)
   return reply
 end
