@@ -151,3 +151,28 @@ def test_a_saved_result_reruns_with_its_flow(backend, files):
     assert again.status == "succeeded", again.error
     assert again.run_id == previous.run_id
     assert read_lines(marker).count("started") == 1
+
+
+def test_the_timeline_shows_both_passes(backend, files):
+    from executor.views.timeline.layout import build_timeline
+
+    flow, _ = chain(files)
+    first = backend.run(flow)
+    again = backend.executor.rerun(first.run_id, timeout=20)
+    timeline = build_timeline(again)
+    bars = [
+        b
+        for g in timeline.groups
+        for r in g.rows
+        if r.step_id == "b"
+        for b in r.bars
+        if b.kind == "attempt"
+    ]
+    assert len(bars) == 3  # two failed attempts of the first pass, one of the rerun
+    assert [b.status for b in sorted(bars, key=lambda b: b.start)] == [
+        "failed",
+        "failed",
+        "succeeded",
+    ]
+    first_end = (first.finished_at - timeline.t0).total_seconds()
+    assert sorted(b.start for b in bars)[2] >= first_end - 0.01  # the rerun's, after pass 1
