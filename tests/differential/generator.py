@@ -28,7 +28,9 @@ Constraints that keep every case inside the documented semantics (DESIGN.md, REA
   succeed), never a path into one; `when` conditions on a step's fields only where the
   rule is `all_success` (the condition is evaluated only when every dependency
   succeeded), elsewhere `steps.x == None` / `!= None`;
-* a map's source is a dependency with the default rule, or an input list.
+* a map's source is an input list, or a dependency (of a rule that waits for every
+  dependency): with a rule other than `all_success` the source may have been skipped or
+  failed, and the map is then skipped.
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ def generate(
         list_deps = [d for d in deps if not d.is_map and d.step_id not in depends_on]
         if rng.random() < 0.12:
             is_map = True
-            if rule == "all_success" and list_deps and rng.random() < 0.6:
+            if not early and list_deps and rng.random() < 0.6:
                 src = rng.choice(list_deps)
                 if rng.random() < 0.1:
                     map_ref = f"$steps.{src.step_id}.n"  # an int: the step fails
