@@ -22,7 +22,7 @@ decides is turned into sets with time intervals:
 Semantics used (quotes from DESIGN.md unless said otherwise):
 * dependencies: steps referenced in inputs, `when` and `map`, plus `depends_on`;
 * trigger rules "Airflow's set with Airflow's meaning", evaluated when the dependencies
-  are done, with Airflow's own tables (`airflow/ti_deps/deps/trigger_rule_dep.py`):
+  are all done (README), with Airflow's own tables (`airflow/ti_deps/deps/trigger_rule_dep.py`):
   all_success: a failed/upstream_failed dependency -> upstream_failed, else a skipped
   one -> skipped; all_failed: any success or skip -> skipped; all_done: runs;
   all_skipped: any success, failure or upstream_failed -> skipped; one_success: runs on
@@ -79,8 +79,9 @@ from . import tools
 CLEANUP_RULES = frozenset(
     {"all_done", "all_failed", "one_failed", "one_done", "none_skipped", "always"}
 )
-#: Rules that may fire before every dependency is done.
-EARLY_RULES = frozenset({"one_success", "one_failed", "one_done", "always"})
+#: Rules that may fire before every dependency is done: none (README: a rule is judged
+#: once every dependency is terminal; Airflow fires the `one_*` rules early).
+EARLY_RULES: frozenset[str] = frozenset()
 
 #: Error markers in outcomes, besides exception class names.
 CANCEL = "<cancelled>"  # an attempt the stop cancelled
