@@ -716,6 +716,10 @@ class Reference:
             out.add(Outcome("cancelled", None if is_map else 0, None))
             if n.ready.lo < start_by:
                 out |= n.outcome(is_map)
+                if is_map and n.status == "failed":
+                    # README: a map whose list cannot be read fails in its one attempt,
+                    # which the stop may catch running.
+                    out.add(Outcome("cancelled", None, CANCEL))
             return out, None
         if n.end.hi < stop.lo:
             return n.outcome(is_map), self._normal_items(n)
