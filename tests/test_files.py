@@ -301,7 +301,12 @@ BAD_FILES: list[tuple[str, str | bytes, list[str]]] = [
         "name: x\nsteps:\n  - id: a\n    tool: t\n    timeout: soon\n    depends_on: b\n",
         ["2 problems", "steps.0.timeout (step 'a')", "steps.0.depends_on (step 'a')"],
     ),
-    ("trigger.yaml", "name: x\nsteps: [{id: a, tool: t, trigger: sometimes}]\n", ["trigger"]),
+    (
+        "trigger.yaml",
+        "name: x\nsteps: [{id: a, tool: t, trigger: sometimes}]\n",
+        # One line: the step, the field, and every valid rule.
+        ["step 'a'", "trigger", "'all_success'", "'none_failed_min_one_success'", "'always'"],
+    ),
     ("unknown-top.yaml", "name: x\nsteps: []\nbogus: 1\n", ["bogus", "unknown field"]),
     (
         "unknown-step.json",

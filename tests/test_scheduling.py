@@ -16,41 +16,113 @@ def dag_of(*steps: Step, on_failure: str = "fail_fast"):
     return Flow(name="t", steps=list(steps), on_failure=on_failure).validate_flow()
 
 
-def join_dag(trigger: str, when: str | None = None, on_failure: str = "continue"):
+RULES = (
+    "all_success",
+    "all_failed",
+    "all_done",
+    "all_skipped",
+    "one_success",
+    "one_failed",
+    "one_done",
+    "none_failed",
+    "none_failed_min_one_success",
+    "none_skipped",
+    "always",
+)
+# The rules a fail_fast stop spares (the README: they can fire when a dependency failed
+# and none succeeded).
+SPARED = {"all_failed", "all_done", "one_failed", "one_done", "none_skipped", "always"}
+FAILED = {"failed", "upstream_failed"}
+
+
+def join_dag(trigger: str, when: str | None = None, on_failure: str = "continue", n: int = 2):
+    deps = ["a", "b", "e"][:n]
     return dag_of(
-        Step(id="a", tool="t"),
-        Step(id="b", tool="t"),
-        Step(id="c", tool="t", depends_on=["a", "b"], trigger=trigger, when=when),
+        *[Step(id=d, tool="t") for d in deps],
+        Step(id="c", tool="t", depends_on=deps, trigger=trigger, when=when),
         on_failure=on_failure,
     )
 
 
-def expected_decision(trigger: str, deps: tuple[str, str]) -> str:
-    """The documented trigger rules, written out independently."""
-    if trigger == "all_done":
-        return "run"  # every dependency is done, whatever it came to: cleanup runs
-    if "cancelled" in deps:
+def expected_decision(trigger: str, deps: tuple[str, ...]) -> str:
+    """Airflow's documented rules, written as what each needs of the set of outcomes."""
+    if "cancelled" in deps and trigger not in SPARED:
         return "cancelled"  # the run is stopping: nothing new starts
-    failed = any(s in ("failed", "upstream_failed") for s in deps)
-    if trigger == "all_success":
-        if failed:
-            return "upstream_failed"
-        if "skipped" in deps:
-            return "skipped"
+    seen = {"upstream_failed" if s == "cancelled" else s for s in deps}
+    fires = {
+        "all_success": seen <= {"succeeded"},
+        "all_failed": seen <= FAILED,
+        "all_done": True,
+        "all_skipped": seen <= {"skipped"},
+        "one_success": "succeeded" in seen,
+        "one_failed": bool(seen & FAILED),
+        "one_done": bool(seen & {"succeeded", "failed"}),
+        "none_failed": not seen & FAILED,
+        "none_failed_min_one_success": not seen & FAILED and "succeeded" in seen,
+        "none_skipped": "skipped" not in seen,
+        "always": True,
+    }[trigger]
+    if fires:
         return "run"
-    if trigger == "none_failed":
-        return "upstream_failed" if failed else "run"
-    return "run"  # all_done
+    # What could never fire because something failed upstream is upstream_failed.
+    needs_no_failure = {"all_success", "none_failed", "none_failed_min_one_success"}
+    if trigger in needs_no_failure and seen & FAILED:
+        return "upstream_failed"
+    if trigger == "one_success" and seen != {"skipped"}:
+        return "upstream_failed"
+    return "skipped"
 
 
 # decide() ----------------------------------------------------------------------------
-@pytest.mark.parametrize("trigger", ["all_success", "none_failed", "all_done"])
-@pytest.mark.parametrize("deps", list(itertools.product(TERMINAL, repeat=2)))
-def test_decide_trigger_rules(trigger, deps):
-    dag = join_dag(trigger)
-    res = Scheduler(dag).decide("c", {"a": deps[0], "b": deps[1]}, {}, {})
-    assert res.decision == expected_decision(trigger, deps)
-    assert res.error is None
+@pytest.mark.parametrize("trigger", RULES)
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_decide_trigger_rules(trigger, n):
+    dag = join_dag(trigger, n=n)
+    scheduler = Scheduler(dag)
+    for outcomes in itertools.product(TERMINAL, repeat=n):
+        statuses = dict(zip(["a", "b", "e"], outcomes, strict=False))
+        res = scheduler.decide("c", statuses, {}, {})
+        assert res.decision == expected_decision(trigger, outcomes), outcomes
+        assert res.error is None
+
+
+def test_every_rule_is_known_to_the_model():
+    import typing
+
+    assert set(typing.get_args(Step.model_fields["trigger"].annotation)) == set(RULES)
+
+
+def test_survivors_and_clean_steps_by_rule():
+    for rule in RULES:
+        ff = Scheduler(join_dag(rule, on_failure="fail_fast"))
+        assert ("c" in ff.survivors) == (rule in SPARED), rule
+        assert not Scheduler(join_dag(rule)).survivors  # only fail_fast spares anything
+        # Claimed ahead when its dependencies succeed: only if that makes it run.
+        assert ("c" in ff.clean) == (expected_decision(rule, ("succeeded",)) == "run"), rule
+
+
+@pytest.mark.parametrize("trigger", ["all_failed", "all_skipped", "one_failed"])
+def test_rules_that_refuse_a_root_have_no_say(trigger):
+    # Airflow: a task without upstream tasks passes its trigger rule.
+    dag = dag_of(Step(id="r", tool="t", trigger=trigger))
+    assert Scheduler(dag).decide("r", {}, {}, {}).decision == "run"
+
+
+@pytest.mark.parametrize("trigger", RULES)
+@pytest.mark.parametrize("source", TERMINAL)
+def test_a_map_whose_source_did_not_succeed_is_skipped(trigger, source):
+    dag = dag_of(
+        Step(id="src", tool="t"),
+        Step(id="m", tool="t", map="$steps.src.xs", inputs={"x": "$item"}, trigger=trigger),
+        on_failure="continue",
+    )
+    res = Scheduler(dag).decide("m", {"src": source}, {}, {"src": None})
+    verdict = expected_decision(trigger, (source,))
+    # Its rule decides first; if that lets it run, it has nothing to map over.
+    if source == "succeeded" or verdict != "run":
+        assert res.decision == verdict
+    else:
+        assert res.decision == "skipped"
 
 
 @pytest.mark.parametrize(("go", "decision"), [(True, "run"), (False, "skipped")])

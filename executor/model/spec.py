@@ -14,7 +14,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from executor.model.retry import RetryPolicy
 from executor.model.tools import Tool
 
-TriggerRule = Literal["all_success", "none_failed", "all_done"]
+# Airflow's trigger rules, with Airflow's meaning (`executor.run.scheduling.trigger_rule`).
+TriggerRule = Literal[
+    "all_success",
+    "all_failed",
+    "all_done",
+    "all_skipped",
+    "one_success",
+    "one_failed",
+    "one_done",
+    "none_failed",
+    "none_failed_min_one_success",
+    "none_skipped",
+    "always",
+]
 OnFailure = Literal["fail_fast", "continue"]
 
 
@@ -27,7 +40,11 @@ class Step(BaseModel):
         inputs: keyword arguments of the tool; strings starting with `$` are references.
         depends_on: ordering-only dependencies, added to those the references imply.
         when: a condition; false skips the step.
-        trigger: `all_success` (default), `none_failed` or `all_done`.
+        trigger: when the step runs, judged once every dependency is terminal: Airflow's
+            rules (`all_success` default, `all_failed`, `all_done`, `all_skipped`,
+            `one_success`, `one_failed`, `one_done`, `none_failed`,
+            `none_failed_min_one_success`, `none_skipped`, `always`); one that does not
+            fire makes the step `skipped` or `upstream_failed` (the README's table).
         map: a reference to a list; the tool is called once per item (`$item`, `$index`).
         retry, timeout: per attempt; default to the tool's.
         queue: the worker queue (distributed mode).

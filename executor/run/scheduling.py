@@ -16,16 +16,21 @@ from typing import Any, Literal
 
 from executor.model.dag import Dag
 from executor.model.predicates import PredicateError
+from executor.model.references import parse_ref
 from executor.run.records import TERMINAL_STEP, RunStatus, StepError, StepStatus
 
 Decision = Literal["run", "skipped", "upstream_failed", "cancelled", "failed"]
 StopReason = Literal["failed", "cancelled", "timed_out"]
 _FAILED = frozenset({"failed", "upstream_failed"})
-# Trigger rules that can fire when a dependency failed or was cancelled: under fail_fast
-# a step with one is not cancelled by the stop (cleanup and alerting run when a run
-# fails); it is decided once its dependencies are terminal, cancelled ones counting as
-# done.
-FIRES_ON_FAILURE = frozenset({"all_done", "all_failed", "one_failed", "one_done", "always"})
+# Trigger rules that can fire when a dependency failed and none succeeded: under
+# fail_fast a step with one is not cancelled by the stop (cleanup and alerting run when
+# a run fails); it is decided once its dependencies are terminal, a dependency the stop
+# cancelled counting as `upstream_failed` (it did not run because the run failed).
+# `one_success` and the `none_failed*` rules need a success or no failure: work, not
+# cleanup, so the stop cancels them.
+FIRES_ON_FAILURE = frozenset(
+    {"all_done", "all_failed", "one_failed", "one_done", "none_skipped", "always"}
+)
 # Trigger rules that refuse a step whose dependencies all succeeded.
 REFUSE_ALL_SUCCEEDED = frozenset({"all_failed", "all_skipped", "one_failed"})
 # What a stop says to the attempts it cuts short.
@@ -75,6 +80,16 @@ class Scheduler:
             for sid, st in dag.steps.items()
             if st.trigger not in REFUSE_ALL_SUCCEEDED and sid not in dag.predicates
         )
+        # Steps whose rule must be asked even when every dependency succeeded.
+        self._strict = frozenset(
+            sid for sid, st in dag.steps.items() if st.trigger in REFUSE_ALL_SUCCEEDED
+        )
+        # The step a map step's list comes from (`map: $steps.x.urls` -> x).
+        self.map_source = {
+            sid: ref.step
+            for sid, st in dag.steps.items()
+            if st.map is not None and (ref := parse_ref(st.map)).step is not None
+        }
         # A map step's `when` that reads `item`/`index` filters items (the backend
         # evaluates it per item); any other `when` decides the whole step here.
         self.per_item = frozenset(
@@ -96,12 +111,15 @@ class Scheduler:
             statuses: the status of (at least) each dependency.
             outputs: outputs of succeeded steps (at least those `when` reads).
         """
-        for d in self.dag.deps[step_id]:
-            if statuses[d] != "succeeded":  # else (the common case) no trigger rule says no
-                refused = self._trigger_refuses(step_id, statuses)
-                if refused is not None:
-                    return refused
-                break
+        deps = self.dag.deps[step_id]
+        # All succeeded (the common case): only a rule in REFUSE_ALL_SUCCEEDED says no.
+        if deps and (step_id in self._strict or any(statuses[d] != "succeeded" for d in deps)):
+            refused = self._trigger_refuses(step_id, statuses)
+            if refused is not None:
+                return refused
+            source = self.map_source.get(step_id)
+            if source is not None and statuses[source] != "succeeded":
+                return _SKIPPED  # its rule fired, but it has no list to map over
         predicate = self.dag.predicates.get(step_id)
         if predicate is not None and step_id not in self.per_item:
             try:
@@ -115,20 +133,22 @@ class Scheduler:
     def _trigger_refuses(
         self, step_id: str, statuses: Mapping[str, StepStatus]
     ) -> Resolution | None:
-        """What the step's trigger rule makes of it when a dependency did not succeed
-        (None: it may run, if its `when` agrees)."""
-        dep_status = [statuses[d] for d in self.dag.deps[step_id]]
+        """What the step's trigger rule makes of it (None: it may run, if its `when`
+        agrees). A cancelled dependency cancels the step, unless its rule fires on
+        failures: then it counts as `upstream_failed`."""
         trigger = self.dag.steps[step_id].trigger
-        if "cancelled" in dep_status and trigger not in FIRES_ON_FAILURE:
-            return _CANCELLED
-        if trigger == "all_success":
-            if any(s in _FAILED for s in dep_status):
-                return _UPSTREAM_FAILED
-            if "skipped" in dep_status:
-                return _SKIPPED
-        elif trigger == "none_failed" and any(s in _FAILED for s in dep_status):
-            return _UPSTREAM_FAILED
-        return None
+        counts = dict.fromkeys(("succeeded", "failed", "upstream_failed", "skipped"), 0)
+        for d in self.dag.deps[step_id]:
+            status = statuses[d]
+            if status == "cancelled":
+                if trigger not in FIRES_ON_FAILURE:
+                    return _CANCELLED
+                status = "upstream_failed"
+            counts[status] += 1
+        verdict = trigger_rule(trigger, **counts)
+        if verdict == "run":
+            return None
+        return _SKIPPED if verdict == "skipped" else _UPSTREAM_FAILED
 
     def stops_run(self, status: StepStatus) -> bool:
         """Whether a step ending with `status` stops the whole run (fail-fast)."""
@@ -181,6 +201,36 @@ class Scheduler:
         if stop == "failed" or any(s in _FAILED for s in statuses.values()):
             return "failed"
         return "succeeded"
+
+
+def trigger_rule(
+    rule: str, *, succeeded: int, failed: int, upstream_failed: int, skipped: int
+) -> Literal["run", "skipped", "upstream_failed"]:
+    """Airflow's verdict on a step with dependencies, all terminal, that ended so (counts
+    of each status): whether it runs, or what it becomes instead."""
+    broken = failed + upstream_failed  # Airflow's "failed" for most rules
+    n = succeeded + broken + skipped
+    if rule == "all_success":
+        return "upstream_failed" if broken else "skipped" if skipped else "run"
+    if rule == "all_failed":
+        return "skipped" if succeeded or skipped else "run"
+    if rule in ("all_done", "always"):
+        return "run"
+    if rule == "all_skipped":
+        return "skipped" if succeeded or broken else "run"
+    if rule == "one_success":
+        return "run" if succeeded else "skipped" if skipped == n else "upstream_failed"
+    if rule == "one_failed":
+        return "run" if broken else "skipped"
+    if rule == "one_done":  # Airflow counts only success and failure, not upstream_failed
+        return "run" if succeeded or failed else "skipped"
+    if rule == "none_failed":
+        return "upstream_failed" if broken else "run"
+    if rule == "none_failed_min_one_success":
+        return "upstream_failed" if broken else "skipped" if skipped == n else "run"
+    if rule == "none_skipped":
+        return "skipped" if skipped else "run"
+    raise ValueError(f"unknown trigger rule {rule!r}")
 
 
 def _reads_item(tree: ast.AST) -> bool:

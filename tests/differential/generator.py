@@ -21,14 +21,16 @@ interpreter turns the uncertainty of a loaded machine into sets of allowed outco
 Constraints that keep every case inside the documented semantics (DESIGN.md, README):
 * a non-default trigger rule only on a step that has dependencies (Airflow gives a rule
   on a task without upstream no meaning);
-* rules that may fire before all dependencies are done (`one_*`, `always`) get only
-  `depends_on` edges and `when` conditions on the input, so what they compute does not
-  depend on when they fire;
+* every rule is judged once all dependencies are done (README), so what a step computes
+  never depends on when its rule fired (`EARLY_RULES` is empty: Airflow's early firing
+  of `one_*` would need steps that read only `depends_on` edges and the input);
 * other non-default rules reference whole steps (`$steps.x`, None when x did not
   succeed), never a path into one; `when` conditions on a step's fields only where the
   rule is `all_success` (the condition is evaluated only when every dependency
   succeeded), elsewhere `steps.x == None` / `!= None`;
-* a map's source is a dependency with the default rule, or an input list.
+* a map's source is an input list, or a dependency (of a rule that waits for every
+  dependency): with a rule other than `all_success` the source may have been skipped or
+  failed, and the map is then skipped.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ from typing import Any
 
 from executor import Flow, RetryPolicy, Step
 
-#: Rules that may fire as soon as one dependency is done (Airflow), or at once (always).
-EARLY_RULES = frozenset({"one_success", "one_failed", "one_done", "always"})
+#: Rules that may fire before every dependency is done: none in dagrelay (README: a
+#: rule is judged once every dependency is terminal), so the `one_*` rules and `always`
+#: read their dependencies' outputs like any other rule.
+EARLY_RULES: frozenset[str] = frozenset()
 SLOW_SECONDS = (0.3, 0.8)
 CANCEL_DELAYS = (0.0, 0.1, 0.3, 0.6)
 FLOW_TIMEOUTS = (0.3, 0.7)
@@ -186,7 +190,7 @@ def generate(
         list_deps = [d for d in deps if not d.is_map and d.step_id not in depends_on]
         if rng.random() < 0.12:
             is_map = True
-            if rule == "all_success" and list_deps and rng.random() < 0.6:
+            if not early and list_deps and rng.random() < 0.6:
                 src = rng.choice(list_deps)
                 if rng.random() < 0.1:
                     map_ref = f"$steps.{src.step_id}.n"  # an int: the step fails
@@ -520,6 +524,64 @@ def pinned_cases() -> list[Case]:
                 demonstrates=("cleanup_runs_after_stop",),
             )
         )
+    cases += [
+        Case(
+            "spared-rules-see-cancelled-as-upstream-failed",
+            Flow(
+                name="spared",
+                steps=[
+                    Step(id="bad", tool="work", inputs=_w("bad", fail_before=99)),
+                    Step(id="slow", tool="work", inputs=_w("slow", seconds=1.5)),
+                    Step(id="slow2", tool="work", inputs=_w("slow2", seconds=1.5)),
+                    *[
+                        Step(
+                            id=f"{rule}_{pair}",
+                            tool="work",
+                            inputs=_w(f"{rule}_{pair}"),
+                            depends_on=deps,
+                            trigger=rule,
+                        )
+                        for rule in ("all_failed", "one_done", "none_skipped", "one_success")
+                        for pair, deps in (("fc", ["bad", "slow"]), ("cc", ["slow", "slow2"]))
+                    ],
+                ],
+                on_failure="fail_fast",
+            ),
+            {},
+            note="bad fails at once, the stop cancels slow and slow2 while they run: the "
+            "spared rules count a cancelled dependency as upstream_failed (one_done over two "
+            "cancelled is skipped), one_success is cancelled",
+            demonstrates=("cleanup_runs_after_stop",),
+        ),
+        Case(
+            "map-over-a-step-that-did-not-succeed",
+            Flow(
+                name="mapskip",
+                steps=[
+                    Step(id="maybe", tool="work", inputs=_w("maybe"), when="input.k > 5"),
+                    Step(id="bad", tool="work", inputs=_w("bad", fail_before=99)),
+                    Step(
+                        id="m1",
+                        tool="work",
+                        map="$steps.maybe.xs",
+                        inputs=_w("m1", parts=["m1", "$item"]),
+                        trigger="none_failed",
+                    ),
+                    Step(
+                        id="m2",
+                        tool="work",
+                        map="$steps.bad.xs",
+                        inputs=_w("m2", parts=["m2", "$item"]),
+                        trigger="all_done",
+                    ),
+                ],
+                on_failure="continue",
+            ),
+            {"k": 1},
+            note="a map whose rule fires over a skipped or failed source is skipped",
+            demonstrates=("step_status",),
+        ),
+    ]
     # The stop-vs-attempt race of kd1 goes the wrong way most of the time, not always:
     # three runs of each make a strict xfail that passes by luck very unlikely.
     out: list[Case] = []

@@ -22,7 +22,7 @@ decides is turned into sets with time intervals:
 Semantics used (quotes from DESIGN.md unless said otherwise):
 * dependencies: steps referenced in inputs, `when` and `map`, plus `depends_on`;
 * trigger rules "Airflow's set with Airflow's meaning", evaluated when the dependencies
-  are done, with Airflow's own tables (`airflow/ti_deps/deps/trigger_rule_dep.py`):
+  are all done (README), with Airflow's own tables (`airflow/ti_deps/deps/trigger_rule_dep.py`):
   all_success: a failed/upstream_failed dependency -> upstream_failed, else a skipped
   one -> skipped; all_failed: any success or skip -> skipped; all_done: runs;
   all_skipped: any success, failure or upstream_failed -> skipped; one_success: runs on
@@ -50,12 +50,14 @@ Semantics used (quotes from DESIGN.md unless said otherwise):
 * run status: `failed` when a step failed, else `succeeded`; the run's output is `None`
   when it failed (conformance suite), else the flow's `output` resolved.
 
+* what the README says of trigger rules: rules are decided once every dependency is
+  terminal; under fail_fast the rules that can fire when a dependency failed and none
+  succeeded (all_failed, all_done, one_failed, one_done, none_skipped, always) are
+  spared by the stop, a cancel() or timeout spares nothing; a dependency the stop
+  cancelled counts as upstream_failed for a spared step; a map whose rule fires while
+  the step its list comes from did not succeed is skipped.
+
 AMBIGUOUS (every reading allowed; see the report):
-* whether cleanup-rule steps are spared by `cancel()` / `timeout` stops (DESIGN only
-  says so for fail_fast), and whether `one_success` counts as a rule that "can fire on
-  failures";
-* what a `cancelled` dependency counts as for a cleanup rule evaluated after a stop
-  (Airflow has no such state): failed, upstream_failed or skipped;
 * whether the other items of a map keep running once one item has failed.
 """
 
@@ -72,14 +74,14 @@ from executor import Flow, RetryPolicy, Step
 
 from . import tools
 
-#: Rules that can fire when a dependency failed: spared by a fail_fast stop.
+#: Rules that can fire when a dependency failed and none succeeded: spared by a
+#: fail_fast stop (README).
 CLEANUP_RULES = frozenset(
     {"all_done", "all_failed", "one_failed", "one_done", "none_skipped", "always"}
 )
-#: Rules where it is not clear whether they "can fire on failures" (either reading).
-MAYBE_CLEANUP_RULES = frozenset({"one_success"})
-#: Rules that may fire before every dependency is done.
-EARLY_RULES = frozenset({"one_success", "one_failed", "one_done", "always"})
+#: Rules that may fire before every dependency is done: none (README: a rule is judged
+#: once every dependency is terminal; Airflow fires the `one_*` rules early).
+EARLY_RULES: frozenset[str] = frozenset()
 
 #: Error markers in outcomes, besides exception class names.
 CANCEL = "<cancelled>"  # an attempt the stop cancelled
@@ -548,6 +550,11 @@ class Reference:
                 call=run,
                 failed_at=end if run.status == "failed" else None,
             )
+        source_step = s.map.split(".")[1] if s.map.startswith("$steps.") else None
+        if source_step is not None:
+            status = dict(zip(self.deps[s.id], statuses, strict=True))[source_step]
+            if status != "succeeded":
+                return Normal("skipped", None, None, ready, ready)  # no list to map over
         try:
             source = resolve(s.map, self.data, outputs)
         except ResolveError:
@@ -643,16 +650,15 @@ class Reference:
             exp.items = self._normal_items(n) if no_stop else None
             if stop is not None:
                 caught, items = self._caught(s, n, stop)
-                if s.trigger in CLEANUP_RULES or s.trigger in MAYBE_CLEANUP_RULES:
+                if s.trigger in CLEANUP_RULES and "fail_fast" in kinds:
                     exp.cleanup = True
                     after = self._after_stop(s, n, stop, expects)
                     if after is None:
                         exp.unknown = True
                     else:
                         exp.outcomes |= after
-                    # fail_fast spares it; cancel/timeout, or one_success: either reading.
-                    strict = kinds == {"fail_fast"} and s.trigger in CLEANUP_RULES
-                    if not strict:
+                    # Only fail_fast spares it: a cancel or timeout first catches it.
+                    if kinds != {"fail_fast"}:
                         exp.outcomes |= caught
                 else:
                     exp.outcomes |= caught
@@ -710,6 +716,10 @@ class Reference:
             out.add(Outcome("cancelled", None if is_map else 0, None))
             if n.ready.lo < start_by:
                 out |= n.outcome(is_map)
+                if is_map and n.status == "failed":
+                    # README: a map whose list cannot be read fails in its one attempt,
+                    # which the stop may catch running.
+                    out.add(Outcome("cancelled", None, CANCEL))
             return out, None
         if n.end.hi < stop.lo:
             return n.outcome(is_map), self._normal_items(n)
@@ -746,9 +756,7 @@ class Reference:
             opts: set[tuple[str, str, str | None]] = set()
             for o in expects[d].outcomes:
                 if o.status == "cancelled":
-                    # AMBIGUOUS: what a cancelled dependency counts as.
-                    for alias in ("failed", "upstream_failed", "skipped"):
-                        opts.add((d, alias, None))
+                    opts.add((d, "upstream_failed", None))  # README: did not run: a failure
                 else:
                     opts.add((d, o.status, o.output))
             if expects[d].unknown:

@@ -148,3 +148,53 @@ def test_cleanup_under_fail_fast_runs() -> None:
     )
     c = expect(flow, {}).steps["c"]
     assert c.cleanup and c.statuses() == {"succeeded"}
+
+
+def test_a_map_over_a_skipped_or_failed_step_is_skipped() -> None:
+    flow = Flow(
+        name="map-src",
+        on_failure="continue",
+        steps=[
+            Step(id="skip", tool="work", inputs=_w("skip"), when="input.k > 5"),
+            Step(id="bad", tool="work", inputs=_w("bad", fail_before=99)),
+            Step(
+                id="m1",
+                tool="work",
+                map="$steps.skip.xs",
+                inputs=_w("m1", parts=["$item"]),
+                trigger="none_failed",
+            ),
+            Step(
+                id="m2",
+                tool="work",
+                map="$steps.bad.xs",
+                inputs=_w("m2", parts=["$item"]),
+                trigger="all_done",
+            ),
+        ],
+    )
+    exp = expect(flow, {"k": 1})
+    assert exp.steps["m1"].statuses() == {"skipped"}
+    assert exp.steps["m2"].statuses() == {"skipped"}
+
+
+def test_a_cancelled_dependency_counts_as_upstream_failed_for_a_spared_step() -> None:
+    # bad fails at once, slow is cancelled by the stop while it runs: one_done sees
+    # (failed, upstream_failed) and runs; all_failed too; none_skipped too.
+    def spared(rule: str, deps: list[str]) -> set[str]:
+        flow = Flow(
+            name="spared",
+            steps=[
+                Step(id="bad", tool="work", inputs=_w("bad", fail_before=99)),
+                Step(id="slow", tool="work", inputs=_w("slow", seconds=2.0)),
+                Step(id="slow2", tool="work", inputs=_w("slow2", seconds=2.0)),
+                Step(id="c", tool="work", inputs=_w("c"), depends_on=deps, trigger=rule),
+            ],
+        )
+        return expect(flow, {}).steps["c"].statuses()
+
+    assert spared("all_failed", ["bad", "slow"]) == {"succeeded"}
+    assert spared("one_done", ["bad", "slow"]) == {"succeeded"}
+    assert spared("one_done", ["slow", "slow2"]) == {"skipped"}
+    assert spared("none_skipped", ["slow", "slow2"]) == {"succeeded"}
+    assert spared("one_success", ["slow", "slow2"]) == {"cancelled"}
