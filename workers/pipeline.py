@@ -46,7 +46,7 @@ from workers.attempt import Attempts, Outcome, Records, SyncCall, item_index, it
 from workers.monitor import Monitor, Tracked
 from workers.pool import Pool
 from workers.settings import Settings
-from workers.sweeper import Sweeper
+from workers.sweeper import Sweeper, give_back
 from workers.tracing import step_scope
 
 log = logging.getLogger("dagrelay.worker")
@@ -320,6 +320,10 @@ class Pipeline:
     def _launch(self, ctx: RunContext, claim: Claim, lane: str, scope: contextvars.Context) -> None:
         """Run a claimed unit as a task of the loop (it holds a slot of `lane`'s kind)."""
         step = ctx.dag.steps[claim.unit.partition("[")[0]]
+        if self.draining:  # claimed by a round trip that outlasted the stop: not here
+            give_back(self.coordinator, ctx, claim, lane, step.tool)
+            self.pool.release(lane)
+            return
         tool = self._tool_of(step.tool)
         tracked = Tracked(
             ctx.run_id,

@@ -1,9 +1,9 @@
-"""`dagrelay worker` checks Redis before it serves and keeps its processes (issue 17).
+"""Workers that stay healthy (issue 17): real `dagrelay worker`s, real `redis-server`s.
 
-Real `dagrelay worker` processes and real `redis-server`s: a wrong password exits at
-once, an unreachable Redis is said within a second and no process is ready before it
-answers, Redis going and coming back is said, and a SIGKILLed worker process is replaced
-while the run it was on still completes.
+A wrong password exits at once; an unreachable Redis is said within a second and no
+process is ready before it answers; Redis going and coming back is said; a SIGKILLed
+worker process is replaced while the run it was on still completes; a worker stopped
+while Redis is frozen starts nothing once Redis answers again.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from executor import Flow, Step
 from tests.faults.support import WAIT, measure, one_final_record_each, trace, wait_until
 from tests.faults.test_workers import victim_flow
 from tests.support.servers import RedisServer, WorkerProcess, descendants, worker_pid
@@ -126,3 +127,43 @@ def test_a_sigkilled_worker_process_is_replaced_and_its_run_completes(make_clust
     assert after.status == "succeeded", c.logs()
     assert worker.proc.poll() is None
     assert worker.stop() == 0
+
+
+def test_a_worker_stopped_while_redis_is_frozen_starts_nothing_when_it_thaws(
+    make_cluster, tmp_path
+):
+    """`a` ends while Redis is frozen (SIGSTOP): its completion's round trip, which also
+    claims its dependents ahead, waits; SIGTERM the worker; thaw Redis. The stopping
+    worker starts neither dependent (they go back to the queue, attempt 1 unspent) and
+    exits; a new worker runs them."""
+    c = make_cluster()
+    (first,) = c.start_workers(1, threads=4)
+    log = str(tmp_path / "trace")
+    flow = Flow(
+        name="fan",
+        steps=[
+            Step(id="a", tool="traced", inputs={"log": log, "seconds": 1.0, "value": 1}),
+            Step(id="b0", tool="traced", inputs={"log": log, "value": "$steps.a"}),
+            Step(id="b1", tool="traced", inputs={"log": log, "value": "$steps.a"}),
+        ],
+    )
+    handle = c.executor().submit(flow)
+    assert wait_until(lambda: len(trace(log)) == 1), c.logs()
+    assert c.server.proc is not None
+    redis_pid = c.server.proc.pid
+    os.kill(redis_pid, signal.SIGSTOP)
+    try:
+        assert wait_until(lambda: len(trace(log)) == 2, 10)  # `a` ended, Redis frozen
+        first.signal(signal.SIGTERM)
+        time.sleep(2.0)  # the worker is stopping (and Redis still frozen)
+    finally:
+        os.kill(redis_pid, signal.SIGCONT)
+    assert first.proc.wait(30) == 0, first.log()
+    assert [k for k, _, _ in trace(log)] == ["start", "end"], first.log()
+    c.start_workers(1)
+    result = handle.wait(timeout=WAIT)
+    assert result.status == "succeeded", c.logs()
+    for b in ("b0", "b1"):
+        assert [a.number for a in result.steps[b].attempts] == [1]
+        assert result.steps[b].attempts[0].error is None
+    assert len(trace(log)) == 6
