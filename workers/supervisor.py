@@ -33,13 +33,9 @@ from typing import Any, TextIO
 from dramatiq import cli as dramatiq_cli
 
 from workers.checks import RedisMisconfigured, RedisWatch, wait_for_redis
+from workers.restart import RESTART_EXIT, SUPERVISED_ENV, restart_requested
 
 log = logging.getLogger("dagrelay.worker")
-# Set by `dagrelay worker` so that importing `workers` here builds no broker: the worker
-# processes build theirs (`boot`), after the fork.
-SUPERVISED_ENV = "DAGRELAY_SUPERVISED"
-# A worker process that exits with this asks to be replaced (not counted as a crash).
-RESTART_EXIT = 75
 EXIT_MISCONFIGURED = 2
 # Deaths of one process within this window make its next start wait, doubling from 1 s.
 CRASH_WINDOW = 60.0
@@ -133,6 +129,8 @@ def _child_main(args: Any, index: int, pipe: Any, canteen: Any, event: Any) -> N
     for handler in list(logging.root.handlers):
         logging.root.removeHandler(handler)
     dramatiq_cli.worker_process(args, index, pipe, canteen, event)
+    if restart_requested():
+        sys.exit(RESTART_EXIT)
 
 
 class Supervisor:

@@ -167,3 +167,65 @@ def test_a_worker_stopped_while_redis_is_frozen_starts_nothing_when_it_thaws(
         assert [a.number for a in result.steps[b].attempts] == [1]
         assert result.steps[b].attempts[0].error is None
     assert len(trace(log)) == 6
+
+
+def hung_map(log: str, n: int, seconds: float = 30.0) -> Flow:
+    return Flow(
+        name="hung",
+        steps=[
+            Step(id="items", tool="echo", inputs={"value": list(range(n))}),
+            Step(
+                id="m",
+                tool="traced",
+                map="$steps.items",
+                inputs={"log": log, "seconds": seconds, "value": "$item"},
+                timeout=0.3,
+            ),
+        ],
+    )
+
+
+def quick_chain(n: int = 10) -> Flow:
+    steps = [Step(id="s0", tool="add", inputs={"a": 0, "b": 1}, timeout=1.0)]
+    steps += [
+        Step(id=f"s{i}", tool="add", inputs={"a": f"$steps.s{i - 1}", "b": 1}, timeout=1.0)
+        for i in range(1, n)
+    ]
+    return Flow(name="chain", steps=steps, output=f"$steps.s{n - 1}")
+
+
+def test_after_a_map_of_hung_calls_an_unrelated_chain_runs_at_normal_speed(make_cluster, tmp_path):
+    """12 items of a tool that sleeps 30 s with `timeout=0.3`, on one process of 4
+    threads: every item times out and gives its thread and slot up; a 10-step chain
+    with `timeout: 1.0` on each step then succeeds, none of its steps waiting for a hung
+    thread."""
+    c = make_cluster()
+    c.start_workers(1, threads=4, env={"DAGRELAY_MAX_ABANDONED": "100"})
+    ex = c.executor()
+    hung = ex.run(hung_map(str(tmp_path / "trace"), 12), timeout=WAIT)
+    assert hung.status == "failed", c.logs()
+    assert {i.error.type for i in hung.steps["m"].items or [] if i.error} == {"TimeoutError"}
+    t0 = time.monotonic()
+    chain = ex.run(quick_chain(), timeout=WAIT)
+    measure("10-step chain after 12 hung sync calls", time.monotonic() - t0)
+    assert chain.status == "succeeded" and chain.output == 10, chain.error
+    assert all(len(r.attempts) == 1 for r in chain.steps.values())
+
+
+def test_past_the_cap_of_abandoned_calls_a_worker_process_restarts_gracefully(
+    make_cluster, tmp_path
+):
+    """DAGRELAY_MAX_ABANDONED=2: the third hung call past its timeout makes the process
+    stop gracefully and exit 75; the supervisor starts another at once (no backoff) and
+    a later run succeeds on it."""
+    c = make_cluster()
+    (worker,) = c.start_workers(1, threads=4, env={"DAGRELAY_MAX_ABANDONED": "2"})
+    before = children(worker)
+    ex = c.executor()
+    hung = ex.run(hung_map(str(tmp_path / "trace"), 4), timeout=WAIT)
+    assert hung.status == "failed", c.logs()
+    assert wait_until(lambda: "asked to be replaced" in worker.log(), 20), worker.log()
+    assert wait_until(lambda: len(children(worker) - before) == 1, 20), worker.log()
+    assert "still run (cap 2)" in worker.log()
+    assert ex.run(quick_chain(), timeout=WAIT).status == "succeeded", worker.log()
+    assert worker.proc.poll() is None
