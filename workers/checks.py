@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import redis
 
+from executor.backends.redis.urls import is_sentinel, open_redis, sentinel_parts
+
 log = logging.getLogger("dagrelay.worker")
 # A connect that takes longer than this counts as unreachable (and is said at once).
 PROBE_TIMEOUT = 0.8
@@ -33,6 +35,10 @@ class RedisMisconfigured(Exception):
 def where(url: str) -> str:
     """The Redis a URL names, for logs: `host:port/db`, never the password."""
     try:
+        if is_sentinel(url):
+            hosts, service, number, _, _ = sentinel_parts(url)
+            sentinels = ",".join(f"{h}:{p}" for h, p in hosts)
+            return f"{service}/{number} via sentinels {sentinels}"
         parts = urlsplit(url)
         if parts.scheme == "unix":
             return f"unix:{parts.path}"
@@ -53,7 +59,7 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT) -> None:
         redis.ConnectionError: Redis cannot be reached now (it may be later).
     """
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = open_redis(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     except ValueError as exc:
         raise RedisMisconfigured(f"invalid Redis URL {where(url)}: {exc}") from None
     try:
