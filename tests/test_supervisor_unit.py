@@ -35,3 +35,10 @@ def test_probe_tells_a_bad_url_from_an_unreachable_redis():
         probe("http://127.0.0.1:6379/0")
     with pytest.raises(redis.ConnectionError):
         probe(f"redis://127.0.0.1:{free_port()}/0")
+
+
+def test_a_sentinel_url_is_named_without_its_password():
+    shown = where("redis+sentinel://:s3cret@h1:26379,h2:26380/mymaster/1")
+    assert shown == "mymaster/1 via sentinels h1:26379,h2:26380"
+    with pytest.raises(RedisMisconfigured, match="invalid Redis URL"):
+        probe("redis+sentinel://h1:26379")  # no service name
