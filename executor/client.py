@@ -17,6 +17,8 @@ from executor.errors import FlowValidationError, RunNotFoundError
 from executor.handle import RunHandle
 from executor.model.dag import Dag
 from executor.model.flow import Flow, load_flow
+from executor.model.input_size import check_input_size
+from executor.model.input_size import max_input_bytes as _max_input_bytes
 from executor.model.references import iter_refs, parse_ref, walk
 from executor.model.schema import input_problems, with_defaults
 from executor.model.tools import ToolRegistry, default_registry
@@ -43,6 +45,8 @@ class FlowExecutor:
         max_threads: threads for sync tools (embedded mode).
         max_output_bytes: embedded mode: a step whose output's JSON is larger fails
             (None: no limit). Workers apply `DAGRELAY_MAX_OUTPUT_BYTES` (default 1 MiB).
+        max_input_bytes: a run's input whose JSON is larger is refused before anything
+            is stored or run (default `DAGRELAY_MAX_INPUT_BYTES`, else 4 MiB; 0: none).
     """
 
     def __init__(
@@ -57,7 +61,9 @@ class FlowExecutor:
         redis_client: Any = None,
         broker: Any = None,
         max_output_bytes: int | None = None,
+        max_input_bytes: int | None = None,
     ) -> None:
+        self.max_input_bytes = _max_input_bytes(max_input_bytes)
         self.registry = registry if registry is not None else default_registry
         self.redis_url = redis_url
         self._redis: RedisBackend | None = None
@@ -99,6 +105,7 @@ class FlowExecutor:
         else:
             dag = _validate_distributed(flow, self.registry)
         data = check_inputs(dag, inputs)
+        check_input_size(data, self.max_input_bytes)
         return dag, data
 
     # Running -----------------------------------------------------------------------

@@ -250,13 +250,17 @@ def test_no_more_sync_calls_run_at_once_than_threads_whatever_brings_them(own) -
     assert RUNNING[1] == 2  # kept, claimed ahead and taken by tokens: two at most
 
 
-def test_a_sync_call_abandoned_at_its_timeout_keeps_its_slot_until_it_returns(own) -> None:
+def test_a_sync_call_abandoned_at_its_timeout_gives_its_slot_back_at_once(own) -> None:
+    """Issue 17: its thread leaves the pool (counted as abandoned until it returns); the
+    slot is free for the next unit at once."""
     ex, pipeline = own
     flow = Flow(name="hang", steps=[Step(id="h", tool="hangs", inputs={"seconds": 0.6})])
     result = ex.run(flow, timeout=10)
     assert result.status == "failed" and "TimeoutError" in str(result.steps["h"].error)
-    assert pipeline.pool.running() == 1  # its thread still runs
-    assert wait_until(lambda: pipeline.pool.running() == 0, 5)
+    assert pipeline.pool.running() == 0  # its thread still runs, outside the pool
+    threads = pipeline._executor()
+    assert threads.abandoned == 1
+    assert wait_until(lambda: threads.abandoned == 0, 5)
 
 
 def test_a_cancel_reaches_a_running_attempt_at_once(fake) -> None:

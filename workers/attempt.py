@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import functools
 import json
 import threading
@@ -31,6 +30,7 @@ from executor.observability.tracing import record_error, set_worker
 from executor.run.attempts import format_tb
 from executor.run.context import StepContext, serving
 from executor.run.records import StepError
+from executor.run.tool_threads import ToolThreads, call_sync
 
 # What an attempt came to: status, output, the exception (to retry on), the error.
 Outcome = tuple[str, Any, Exception | None, StepError | None]
@@ -48,8 +48,9 @@ def item_index(unit: str) -> int | None:
 
 
 class SyncCall:
-    """A sync tool call in the pool's threads. A call abandoned at its timeout or by a
-    stop runs on in its thread, which keeps the unit's slot until it returns."""
+    """A sync tool call in the pool's threads. One given up at its timeout or by a stop
+    runs on in a thread outside the pool (`ToolThreads`) and keeps no slot; in a plain
+    executor its thread keeps the unit's slot until it returns."""
 
     def __init__(self) -> None:
         self.thread = ""
@@ -68,6 +69,12 @@ class SyncCall:
     def submitted(self) -> None:
         with self._lock:
             self._returned = False
+
+    def abandoned(self) -> None:
+        """Its call was given up (its thread left the pool): it holds no slot now."""
+        with self._lock:
+            self._returned = True
+            self._then = None
 
     def hand_over(self, then: Callable[[], None]) -> bool:
         """If the thread still runs, have it call `then` when it returns (True); False if
@@ -252,16 +259,20 @@ async def _call(
     sync_call: SyncCall | None,
 ) -> Any:
     """Await the tool (a sync one in `threads`, in this task's context: its log ids and
-    span); TimeoutError after `timeout` seconds. A sync call cannot be interrupted: it
-    runs on in its thread, whose slot `sync_call` keeps until it returns."""
-    if tool.is_async:
-        coro: Any = tool.fn(**kwargs)
-    else:
+    span); TimeoutError after `timeout` seconds. A sync call's timeout starts when it
+    starts; one that times out or is stopped is abandoned (`ToolThreads`): its thread
+    leaves the pool and its slot is free at once."""
+    if not tool.is_async:
         assert sync_call is not None
-        run = functools.partial(_in_thread, sync_call, contextvars.copy_context(), tool.fn, kwargs)
+        run = functools.partial(_in_thread, sync_call, tool.fn)
         sync_call.submitted()
-        future = threads.submit(run)
-        coro = asyncio.wrap_future(future)
+        try:
+            return await call_sync(threads, run, kwargs, timeout, tool.name)
+        except (TimeoutError, asyncio.CancelledError):
+            if isinstance(threads, ToolThreads):
+                sync_call.abandoned()
+            raise
+    coro: Any = tool.fn(**kwargs)
     if timeout is None:
         return await coro
     try:
@@ -271,12 +282,10 @@ async def _call(
         raise TimeoutError(f"tool {tool.name!r} exceeded its timeout of {timeout}s") from None
 
 
-def _in_thread(
-    sync_call: SyncCall, scope: contextvars.Context, fn: Callable[..., Any], kwargs: dict[str, Any]
-) -> Any:
+def _in_thread(sync_call: SyncCall, fn: Callable[..., Any], **kwargs: Any) -> Any:
     sync_call.thread = threading.current_thread().name
     try:
-        return scope.run(fn, **kwargs)
+        return fn(**kwargs)
     finally:
         sync_call.returned()
 

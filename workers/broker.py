@@ -16,6 +16,7 @@ from redis.retry import Retry
 from executor.backends.redis.backend import NO_TIME_LIMIT_MS, BrokerSender
 from executor.backends.redis.messages import ACTOR_NAME, lanes_of
 from executor.backends.redis.store import RedisStore
+from executor.backends.redis.urls import open_redis
 from executor.backends.redis.wakeup import WakingRedisBroker
 from executor.model.tools import ToolRegistry, default_registry, load_tools
 from workers.periodic import Periodic
@@ -172,7 +173,7 @@ def setup(
     # backoff, so a step's claim, completion and follow-up messages are not lost.
     retry = outage_retry(settings.redis_retry_seconds)
     if client is None:
-        client = redis.Redis.from_url(
+        client = open_redis(
             settings.redis_url, decode_responses=True, health_check_interval=30, **retry
         )
     heartbeat_ms = int(settings.heartbeat_seconds * 1000)
@@ -182,7 +183,7 @@ def setup(
         broker = WakingRedisBroker(client=broker_client)
     else:
         broker = WorkerBroker(
-            client=redis.Redis.from_url(settings.redis_url, **retry),
+            client=open_redis(settings.redis_url, **retry),
             heartbeat_timeout=heartbeat_ms,
         )
         # Maintenance (and heartbeat) several times per heartbeat timeout.

@@ -21,7 +21,6 @@ leases keep them safe (a dead worker's units are re-queued by a sweeper).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import contextvars
 import logging
@@ -42,11 +41,13 @@ from executor.errors import RunNotFoundError
 from executor.model.spec import Step
 from executor.model.tools import Tool, ToolRegistry
 from executor.observability import tracing
+from executor.run.tool_threads import ToolThreads
 from workers.attempt import Attempts, Outcome, Records, SyncCall, item_index, items_of
 from workers.monitor import Monitor, Tracked
 from workers.pool import Pool
+from workers.restart import abandoning_threads
 from workers.settings import Settings
-from workers.sweeper import Sweeper
+from workers.sweeper import Sweeper, give_back
 from workers.tracing import step_scope
 
 log = logging.getLogger("dagrelay.worker")
@@ -127,7 +128,7 @@ class Pipeline:
         self.draining = False  # shutting down: nothing new starts here
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="dagrelay-loop", daemon=True)
-        self._threads: concurrent.futures.ThreadPoolExecutor | None = None
+        self._threads: ToolThreads | None = None
         self._ending: dict[str, list[Ending]] = {}  # group commits to flush, by run
         self._spare: Counter[str] | None = None  # slots freed by a flush, by kind
         self._drops: deque[tuple[str, str]] = deque()  # leases of units coordinated already
@@ -151,12 +152,10 @@ class Pipeline:
         self.monitor.start()
         self.sweeper.start()
 
-    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _executor(self) -> ToolThreads:
         # The sync slots are threads: as many as `--threads`, known by the first call.
         if self._threads is None:
-            self._threads = concurrent.futures.ThreadPoolExecutor(
-                self.pool.sync.capacity, thread_name_prefix="dagrelay-tool"
-            )
+            self._threads = abandoning_threads(self.pool.sync.capacity, self.settings)
         return self._threads
 
     def drain(self, timeout: float) -> None:
@@ -320,6 +319,10 @@ class Pipeline:
     def _launch(self, ctx: RunContext, claim: Claim, lane: str, scope: contextvars.Context) -> None:
         """Run a claimed unit as a task of the loop (it holds a slot of `lane`'s kind)."""
         step = ctx.dag.steps[claim.unit.partition("[")[0]]
+        if self.draining:  # claimed by a round trip that outlasted the stop: not here
+            give_back(self.coordinator, ctx, claim, lane, step.tool)
+            self.pool.release(lane)
+            return
         tool = self._tool_of(step.tool)
         tracked = Tracked(
             ctx.run_id,

@@ -5,8 +5,9 @@ once (with `--async-steps 0`, async calls share the sync slots, one per thread, 
 Dramatiq's own async actors do). Every unit of work takes a slot before it is claimed,
 whatever brought it: a token message (its consumer holds the slot from the moment it
 fetches the message, so a process never fetches more than it can start), a dependent
-kept in place, a map item. A sync call gives its slot back when its thread returns (a
-call that timed out and runs on still counts), an async one when its unit is settled.
+kept in place, a map item. A sync call gives its slot back when its thread returns, or
+when it is abandoned at its timeout (its thread then runs on outside the pool, see
+`ToolThreads`); an async one when its unit is settled.
 """
 
 from __future__ import annotations

@@ -38,6 +38,9 @@ class Settings:
     redis_retry_seconds: float = 60.0
     # The largest step output (its JSON) a worker stores; a larger one fails the step.
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    # Sync calls given up at their timeout whose threads still run: past this many (0:
+    # as many as `threads`) the process restarts itself gracefully to be rid of them.
+    max_abandoned: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -57,4 +60,5 @@ class Settings:
             heartbeat_seconds=float(e.get("DAGRELAY_HEARTBEAT_SECONDS", "10")),
             redis_retry_seconds=float(e.get("DAGRELAY_REDIS_RETRY_SECONDS", "60")),
             max_output_bytes=int(e.get("DAGRELAY_MAX_OUTPUT_BYTES", str(DEFAULT_MAX_OUTPUT_BYTES))),
+            max_abandoned=int(e.get("DAGRELAY_MAX_ABANDONED", "0")),
         )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import time
 
+from executor.backends.redis.claims import Claim
 from executor.backends.redis.coordinator import Coordinator, now_iso
 from executor.backends.redis.messages import per_token
+from executor.backends.redis.run_context import RunContext
 from executor.errors import RunNotFoundError
 from executor.run.scheduling import stop_error
 from workers.periodic import Periodic
@@ -81,3 +83,26 @@ class Sweeper(Periodic):
             store.watch_at(run_id, now + self.lease_seconds)
         else:
             store.watch_at(run_id, None)
+
+
+def give_back(
+    coordinator: Coordinator, ctx: RunContext, claim: Claim, lane: str, tool: str
+) -> None:
+    """A unit this stopping process claimed but will not start: queued again for others
+    at once, its attempt unspent (on a Redis error, its lease brings it back instead)."""
+    store = coordinator.store
+    try:
+        if claim.slot is not None:
+            store.release_slot(tool, claim.slot)
+        kind, tokens = store.give_back(ctx.run_id, claim.unit, claim.attempt, lane, now_iso())
+        if kind == 1:
+            coordinator.send_tokens(ctx.run_id, lane, tokens, 1)
+        elif kind == 2:
+            stop = store.run_meta(ctx.run_id, "stop").get("stop", "") or "cancelled"
+            err = stop_error(stop).model_dump()
+            coordinator.completed(ctx, claim.unit, "cancelled", {"error": err})
+        log.info("run %s unit %s: given back, this worker is stopping", ctx.run_id, claim.unit)
+    except Exception:
+        log.exception(
+            "run %s unit %s: not given back (its lease brings it back)", ctx.run_id, claim.unit
+        )

@@ -32,7 +32,7 @@ from executor.views.report import print_run_report
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 
 FlowArg = Annotated[
     str,
@@ -188,15 +188,23 @@ def redis_url(value: str | None) -> str:
     url = (value or "").strip() or DEFAULT_REDIS_URL
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        if not parts.scheme.endswith("+sentinel"):  # a list of sentinels: checked below
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
         fail(f"invalid Redis URL {redact_url(url)}: {one_line(str(exc))}", EXIT_USAGE)
     if parts.scheme not in REDIS_SCHEMES:
         fail(
-            f"invalid Redis URL {redact_url(url)}: it must start with redis://, rediss:// "
-            "or unix://",
+            f"invalid Redis URL {redact_url(url)}: it must start with redis://, rediss://, "
+            "unix:// or redis+sentinel://",
             EXIT_USAGE,
         )
+    if parts.scheme.endswith("+sentinel"):
+        from executor.backends.redis.urls import sentinel_parts
+
+        try:
+            sentinel_parts(url)
+        except ValueError as exc:
+            fail(f"invalid Redis URL {redact_url(url)}: {one_line(str(exc))}", EXIT_USAGE)
     return url
 
 

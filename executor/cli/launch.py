@@ -1,8 +1,9 @@
 """Starting workers: `dagrelay worker` is `dramatiq workers` with dagrelay's environment.
 
 The executor package never imports `workers`; it checks the tools module imports here
-(so a broken module fails fast with its import error) and hands over to Dramatiq's CLI,
-which gives processes, threads, graceful shutdown and signals for free.
+(so a broken module fails fast with its import error) and hands over to
+`workers.supervisor` (by name): Dramatiq's worker processes, threads and graceful
+shutdown, under a supervisor that checks Redis first and replaces a process that dies.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def worker_argv(processes: int, threads: int, queues: Sequence[str]) -> list[str
     argv = [
         sys.executable,
         "-m",
-        "dramatiq",
+        "workers.supervisor",  # takes `dramatiq workers`' arguments
         "workers",
         "--processes",
         str(processes),
@@ -42,6 +43,7 @@ def worker_env(
     """The environment `workers` reads its settings from."""
     env = dict(os.environ)
     env["DAGRELAY_TOOLS"] = tools
+    env["DAGRELAY_SUPERVISED"] = "1"  # the supervisor builds no broker; its processes do
     if redis_url:
         env["DAGRELAY_REDIS_URL"] = redis_url
     if queues:

@@ -1,9 +1,11 @@
 """The `dagrelay` command line: run, validate and draw flows; run and watch workers.
 
-Exit codes: 0 ok; 1 the flow failed or is invalid; 2 a usage error, a missing file, bad
-`--input` JSON, a tools module that cannot be imported, an unknown run or a Redis that
-cannot be reached. Every error is reported on stderr as `error: ...`, never as a Python
-traceback (set `DAGRELAY_DEBUG=1` to get one for unexpected errors).
+Exit codes: 0 ok; 1 the flow failed or is invalid (its input too large, say); 2 a usage
+error, a missing file, bad `--input` JSON, a tools module that cannot be imported, an
+unknown run (or one whose state vanished from Redis) or a Redis that cannot be reached;
+130 interrupted. `dagrelay worker`: 0 stopped, 2 misconfigured (see workers.supervisor).
+Every error is reported on stderr as `error: ...`, never as a Python traceback (set
+`DAGRELAY_DEBUG=1` to get one for unexpected errors).
 
 The commands on runs in Redis (submit, status, result, cancel, runs) live in
 `executor.cli.runs`, the timeline picture (`report`) in `executor.cli.report`; the helpers
@@ -61,9 +63,18 @@ from executor.views.diagram import render_graph
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "app", "follow", "main"]
 
+# The one table of exit codes (README "Exit codes" says the same).
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok; 1 the flow failed or is invalid (an input over "
+    "DAGRELAY_MAX_INPUT_BYTES too); 2 usage error: a missing file, bad input JSON, tools "
+    "that do not import, an unknown run or one gone from Redis, Redis unreachable or "
+    "refusing the password; 130 interrupted."
+)
+
 app = typer.Typer(
     name="dagrelay",
     help="Run DAG flows of typed tools, in-process or on Dramatiq workers.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -125,7 +136,8 @@ def run(
     In-process by default; with --redis on the workers serving that Redis (then --tools
     is optional: the workers have the tools, and the flow's structure is checked here).
 
-    Exit code 0 if the run succeeded, 1 if it failed or is invalid, 2 on usage errors.
+    Exit code 0 if the run succeeded, 1 if it failed or is invalid, 2 on usage errors
+    (and when the run's state vanished from Redis while it ran: no result to give).
     """
     with guard():
         url = (redis or "").strip() or None
@@ -295,7 +307,14 @@ def worker(
         ),
     ] = 0,
 ) -> None:
-    """Run Dramatiq worker processes that execute flow steps (distributed mode)."""
+    """Run Dramatiq worker processes that execute flow steps (distributed mode).
+
+    Redis is checked first: a refused password or a bad URL exits 2 at once; an
+    unreachable Redis is logged (host, never the password) until it answers. A worker
+    process that dies is replaced (backing off if it dies again within a minute).
+    Exit code 0 after SIGTERM/SIGINT (the processes finish what they run), 2 when
+    misconfigured, 1 when a process had to be killed on the way out.
+    """
     from executor.cli.launch import run_worker  # only the worker needs the launcher
 
     with guard():

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import contextvars
-import functools
 import time
 import traceback
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from executor.model.tools import Tool
 from executor.run.context import StepContext, serving
 from executor.run.progress import AttemptProgress, StepProgress
 from executor.run.records import StepError, StepStatus
+from executor.run.tool_threads import ToolThreads, call_sync
 
 
 def now() -> datetime:
@@ -44,16 +43,13 @@ async def call_tool(
 ) -> Any:
     """Call a tool, a sync one in `threads`; TimeoutError after `timeout` seconds.
 
-    A timed-out async tool is cancelled. A sync tool cannot be interrupted: its thread
-    finishes in the background and its result is discarded.
+    A timed-out async tool is cancelled. A sync tool cannot be interrupted: in
+    `ToolThreads` it is abandoned (its thread leaves the pool and finishes in the
+    background, its result discarded) and its timeout starts when it starts.
     """
-    if tool.is_async:
-        coro = tool.fn(**kwargs)
-    else:
-        loop = asyncio.get_running_loop()
-        # In this task's context (as asyncio.to_thread does): its log ids and trace span.
-        call = functools.partial(tool.fn, **kwargs)
-        coro = loop.run_in_executor(threads, contextvars.copy_context().run, call)
+    if not tool.is_async:
+        return await call_sync(threads or _default_threads(), tool.fn, kwargs, timeout, tool.name)
+    coro = tool.fn(**kwargs)
     if timeout is None:
         return await coro
     try:
@@ -61,6 +57,16 @@ async def call_tool(
             return await coro
     except TimeoutError:
         raise TimeoutError(f"tool {tool.name!r} exceeded its timeout of {timeout}s") from None
+
+
+_DEFAULT: list[ToolThreads] = []
+
+
+def _default_threads() -> ToolThreads:
+    """Threads for calls given none (as asyncio's default executor would be)."""
+    if not _DEFAULT:
+        _DEFAULT.append(ToolThreads(32))
+    return _DEFAULT[0]
 
 
 Caller = Callable[[Tool, dict[str, Any], float | None], Any]

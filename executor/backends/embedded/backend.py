@@ -18,6 +18,7 @@ from executor.result import ExecutionResult
 from executor.run.attempts import call_tool
 from executor.run.events import RunEvent
 from executor.run.records import RunStatus
+from executor.run.tool_threads import ToolThreads
 
 __all__ = ["LocalBackend", "LocalRun", "LocalRunHandle"]
 
@@ -36,9 +37,8 @@ class LocalBackend:
         self.max_concurrency = max_concurrency
         self.worker = worker
         self.max_output_bytes: int | None = None  # FlowExecutor(max_output_bytes=...)
-        self._threads = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_threads, thread_name_prefix="dagrelay-tool"
-        )
+        # A sync call that times out gives its thread up (see ToolThreads).
+        self._threads = ToolThreads(max_threads)
         # Semaphores are bound to the loop that first uses them, so keep one set per loop.
         self._limits: dict[int, dict[str | None, asyncio.Semaphore]] = {}
         self._runs: dict[str, LocalRun] = {}

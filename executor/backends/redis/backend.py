@@ -17,6 +17,7 @@ from executor.backends.redis.coordinator import Coordinator
 from executor.backends.redis.messages import ACTOR_NAME, Token
 from executor.backends.redis.run_context import RunContext
 from executor.backends.redis.store import DEFAULT_TTL, RedisStore, RunData
+from executor.backends.redis.urls import is_sentinel, open_redis
 from executor.backends.redis.wakeup import WakingRedisBroker
 from executor.errors import DagrelayError, RunNotFoundError
 from executor.handle import RunHandle
@@ -55,7 +56,7 @@ def connect(url: str) -> redis.Redis:
         DagrelayError: Redis is unreachable, naming the (redacted) URL.
     """
     try:
-        client = redis.Redis.from_url(
+        client = open_redis(
             url, decode_responses=True, health_check_interval=30, socket_connect_timeout=5
         )
         client.ping()
@@ -106,7 +107,10 @@ class RedisBackend:
         self.client = client if client is not None else connect(url)
         self.store = RedisStore(self.client, namespace, result_ttl)
         if broker is None:
-            broker = WakingRedisBroker(url=url, middleware=[])
+            if is_sentinel(url):  # the broker follows the master through the sentinels
+                broker = WakingRedisBroker(client=open_redis(url), middleware=[])
+            else:
+                broker = WakingRedisBroker(url=url, middleware=[])
         self.broker = broker
         self.coordinator = Coordinator(self.store, BrokerSender(broker), self._tool_of)
 
@@ -231,7 +235,7 @@ class RedisRunHandle(RunHandle):
         stops, the run is found finished, or `timeout` passes (TimeoutError)."""
         store = self._backend.store
         deadline = None if timeout is None else time.monotonic() + timeout
-        run_deadline = self._run_deadline()
+        run_deadline = self._reconnecting(self._run_deadline)
         while True:
             block: int | None = 1000
             if deadline is not None:

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+import redis.sentinel
 
 try:  # redis[hiredis] is a dependency; without it, packing is redis-py's (slower) way
     from hiredis import pack_command as _pack
@@ -46,6 +47,8 @@ class DirectConnections:
         cls = getattr(pool, "connection_class", None)
         return (
             isinstance(client, redis.Redis)
+            # A Sentinel pool finds its master per connection: only it knows the address.
+            and not isinstance(pool, redis.sentinel.SentinelConnectionPool)
             and isinstance(cls, type)
             and issubclass(cls, redis.connection.AbstractConnection)
             and cls.__module__.startswith("redis.")

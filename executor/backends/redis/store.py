@@ -67,6 +67,7 @@ SCRIPTS = (
     "renew",
     "renew_slot",
     "reclaim",
+    "give_back",
     "stop",
     "finish",
     "rerun",
@@ -556,6 +557,14 @@ class RedisStore:
         (kind, attempt, tokens to send)."""
         r = self._run("reclaim", run_id, [unit, at, lane], (lane,))
         return int(r[0]), int(r[1]) if len(r) > 1 else 0, int(r[2]) if len(r) > 2 else 0
+
+    def give_back(
+        self, run_id: str, unit: str, attempt: int, lane: str, at: str
+    ) -> tuple[int, int]:
+        """Queue again a unit claimed but never started (its worker is stopping); see
+        give_back.lua for the answer: (kind, tokens to send)."""
+        r = self._run("give_back", run_id, [unit, attempt, lane, at], (lane,))
+        return int(r[0]), int(r[1]) if len(r) > 1 else 0
 
     def stop(
         self, run_id: str, reason: str, at: str, max_map_bytes: int | None = None
