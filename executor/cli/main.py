@@ -13,6 +13,7 @@ these modules share live in `executor.cli.common`.
 from __future__ import annotations
 
 import logging
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from executor.cli import fleet as cli_fleet
 from executor.cli import report as cli_report
 from executor.cli import runs as cli_runs
 from executor.cli.common import (
@@ -66,6 +68,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 class GraphFormat(StrEnum):
@@ -286,6 +295,17 @@ def worker(
             "slots, one each).",
         ),
     ] = 0,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(
+            "--log-level",
+            envvar="DAGRELAY_LOG_LEVEL",
+            show_envvar=True,
+            case_sensitive=False,
+            help="INFO (the default) logs a line per step attempt; WARNING only problems. "
+            "DAGRELAY_LOG_FORMAT=json makes every line a JSON object.",
+        ),
+    ] = None,
 ) -> None:
     """Run Dramatiq worker processes that execute flow steps (distributed mode)."""
     from executor.cli.launch import run_worker  # only the worker needs the launcher
@@ -295,6 +315,8 @@ def worker(
             fail("--tools MODULE is required (or set DAGRELAY_TOOLS)", EXIT_USAGE)
         names = [q for part in queues or () for q in part.replace(",", " ").split()]
         url = redis_url(redis) if redis else None  # a malformed URL: say so, here
+        if log_level is not None:  # the worker processes read it from their environment
+            os.environ["DAGRELAY_LOG_LEVEL"] = log_level.value
         try:
             code = run_worker(tools, url, processes, threads, names, async_steps=async_steps)
         except DagrelayError as exc:  # the tools module does not import
@@ -304,6 +326,7 @@ def worker(
 
 cli_runs.register(app)
 cli_report.register(app)
+cli_fleet.register(app)
 
 
 def main() -> None:
