@@ -296,9 +296,16 @@ def test_the_page_has_the_numbers_the_path_and_the_errors() -> None:
     for text in ("wall time", "1.32 s", "step time", "4.79 s", "critical path", "1.23 s",
                  "parallelism", "3.63×", "93% of wall time", "sample-1"):  # fmt: skip
         assert text in page, text
-    # The critical path, step by step, and the step to optimise.
+    # The critical path, step by step; the advice on a failed run names the step that
+    # failed first (not the path's longest step), and how to run it again.
     assert re.search(r'class="step">fetch</span> 880 ms → <span class="step">score', page)
-    assert "<b>fetch</b>" in page and "optimise" in page
+    hint = page[page.index('<p class="hint">') :]
+    hint = hint[: hint.index("</p>")]
+    assert "step <b>score</b> (tool model_score) failed first" in hint
+    assert "ValueError" in hint and "dagrelay retry sample-1" in hint and "optimise" not in hint
+    # A run that succeeded: the step to optimise.
+    done = sample().model_copy(update={"status": "succeeded", "error": None}).to_html()
+    assert "<b>fetch</b>" in done and "optimise" in done
     # Errors: the step's failure with its traceback, and the attempt a retry recovered.
     errors = page[page.index("<h2>Errors</h2>") :]
     assert errors.index("score") < errors.index("fetch")

@@ -35,6 +35,7 @@ from executor.cli.common import (
     ToolsOpt,
     check_run_id,
     fail,
+    flags_as_flags,
     guard,
     load_result,
     make_executor,
@@ -44,6 +45,7 @@ from executor.cli.common import (
     read_tools,
     redis_errors,
     redis_url,
+    run_app,
     show_result,
     stdout_console,
     submit_flow,
@@ -61,6 +63,7 @@ from executor.views.diagram import render_graph
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "app", "follow", "main"]
 
+flags_as_flags()
 app = typer.Typer(
     name="dagrelay",
     help="Run DAG flows of typed tools, in-process or on Dramatiq workers.",
@@ -200,7 +203,13 @@ def validate(flow: FlowArg, tools: ToolsOpt = None) -> None:
 
 @app.command()
 def graph(
-    flow: FlowArg,
+    flow: Annotated[
+        str | None,
+        typer.Argument(
+            help="Flow file (.yaml, .yml or .json); with --run, optional: the run's own flow.",
+            show_default=False,
+        ),
+    ] = None,
     format: Annotated[
         GraphFormat, typer.Option("--format", "-f", help="Diagram language.")
     ] = GraphFormat.mermaid,
@@ -233,13 +242,22 @@ def graph(
     with guard():
         if result_file and run_id:
             fail("use either --result or --run, not both", EXIT_USAGE)
-        flow_obj = read_flow(flow)
-        result = read_result(result_file, flow_obj) if result_file else None
+        if flow is None and not run_id:
+            fail("give a FLOW file, or --run ID to draw that run's own flow", EXIT_USAGE)
+        flow_obj = read_flow(flow) if flow is not None else None
+        result = None
+        if result_file:
+            assert flow_obj is not None
+            result = read_result(result_file, flow_obj)
         if run_id:
-            result = cli_report.fetch_result(check_run_id(run_id), redis_url(redis), None)
-            if result.flow_name != flow_obj.name:
+            rid, url = check_run_id(run_id), redis_url(redis)
+            result = cli_report.fetch_result(rid, url, None)
+            if flow_obj is None:
+                flow_obj = cli_report.fetch_flow(rid, url)
+            elif result.flow_name != flow_obj.name:
                 fail(f"run {run_id} is of flow {result.flow_name!r}, not {flow_obj.name!r}", 2)
-        dag = validate_flow(flow_obj, None, source=flow)
+        assert flow_obj is not None
+        dag = validate_flow(flow_obj, None, source=flow or f"run {run_id}")
         text = render_graph(flow_obj, format.value, result=result, dag=dag)
         if output is None:
             typer.echo(text, nl=False)
@@ -334,7 +352,7 @@ def main() -> None:
     # Warnings and errors from libraries and tools, with run and step ids when known
     # (DAGRELAY_LOG_FORMAT=json, DAGRELAY_LOG_LEVEL).
     logs.configure(default_level=logging.WARNING)
-    app()
+    run_app(app)
 
 
 if __name__ == "__main__":
