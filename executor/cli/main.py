@@ -50,6 +50,7 @@ from executor.cli.common import (
     stdout_console,
     submit_flow,
 )
+from executor.cli.interrupt import cancel_on_interrupt, exit_now
 from executor.cli.live import watch
 from executor.errors import DagrelayError
 from executor.handle import RunHandle
@@ -129,11 +130,34 @@ def run(
             help="Also write the run's timeline page here (.html; .svg: the chart alone).",
         ),
     ] = None,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace",
+            min=0,
+            metavar="SECONDS",
+            help="On Ctrl-C, wait this long for running steps to stop before exiting.",
+        ),
+    ] = 10.0,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="With --redis: Ctrl-C stops watching and leaves the run going on the "
+            "workers (default: Ctrl-C cancels it).",
+        ),
+    ] = False,
 ) -> None:
     """Run a flow and show each step's status and timing.
 
     In-process by default; with --redis on the workers serving that Redis (then --tools
     is optional: the workers have the tools, and the flow's structure is checked here).
+
+    Ctrl-C cancels the run (in-process, and with --redis on every worker) and waits up
+    to --grace seconds for its running steps to stop; a second Ctrl-C exits at once.
+    With --redis --detach, Ctrl-C only stops watching: the run goes on (see `dagrelay
+    status RUN`, `dagrelay cancel RUN`). SIGTERM ends this command without cancelling:
+    with --redis the run goes on on the workers.
 
     Exit code 0 if the run succeeded, 1 if it failed or is invalid, 2 on usage errors.
     """
@@ -150,6 +174,8 @@ def run(
         # Every problem at once, naming the file; without --tools (workers only) the
         # structure, while the executor checks the inputs of the tools it knows.
         validate_flow(flow_obj, registry if tools else None, source=flow)
+        if detach and url is None:
+            fail("--detach needs --redis: an in-process run ends with this command", EXIT_USAGE)
         with make_executor(registry, url) as executor, redis_errors(url):
             handle = submit_flow(executor, flow_obj, data, flow)
             # Live progress goes where the report goes, unless stdout is reserved for JSON.
@@ -157,12 +183,13 @@ def run(
             try:
                 result = follow(handle, flow_obj, progress_console)
             except KeyboardInterrupt:
-                handle.cancel()
-                result = handle.wait(30)
+                if detach:
+                    exit_now(f"detached: run {handle.run_id} goes on on the workers")
+                result, finish = cancel_on_interrupt(handle, executor, grace, url is not None)
                 show_result(result, json_output)
                 if report:
                     cli_report.write_report(result, report)
-                fail(f"interrupted: run {result.run_id} {result.status}", EXIT_INTERRUPTED)
+                finish()
         show_result(result, json_output)
         if report:
             kind = cli_report.write_report(result, report)

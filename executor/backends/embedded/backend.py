@@ -36,9 +36,7 @@ class LocalBackend:
         self.max_concurrency = max_concurrency
         self.worker = worker
         self.max_output_bytes: int | None = None  # FlowExecutor(max_output_bytes=...)
-        self._threads = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_threads, thread_name_prefix="dagrelay-tool"
-        )
+        self._threads = _CountedThreads(max_workers=max_threads, thread_name_prefix="dagrelay-tool")
         # Semaphores are bound to the loop that first uses them, so keep one set per loop.
         self._limits: dict[int, dict[str | None, asyncio.Semaphore]] = {}
         self._runs: dict[str, LocalRun] = {}
@@ -90,6 +88,11 @@ class LocalBackend:
                 self._loop, self._loop_thread = loop, thread
             return self._loop
 
+    def sync_calls_running(self) -> int:
+        """Sync tool calls whose threads have not returned (a cancelled or timed-out call
+        runs on in its thread: `dagrelay run` waits for them on Ctrl-C)."""
+        return self._threads.running
+
     def close(self) -> None:
         """Stop the background loop and the tool threads."""
         with self._lock:
@@ -99,6 +102,33 @@ class LocalBackend:
             if self._loop_thread is not None:
                 self._loop_thread.join(timeout=5)
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class _CountedThreads(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool that knows how many of its calls are running or waiting."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+        self.running = 0
+        self._count = threading.Lock()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        with self._count:
+            self.running += 1
+
+        def call() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._count:
+                    self.running -= 1
+
+        try:
+            return super().submit(call)
+        except BaseException:
+            with self._count:
+                self.running -= 1
+            raise
 
 
 class _Slots:
