@@ -1,5 +1,8 @@
-"""Ctrl-C during `dagrelay run`: the first cancels the run and waits out a grace, the
-second exits at once (130, no traceback)."""
+"""Ctrl-C during `dagrelay run`: cancel, wait out a grace, a second one exits at once.
+
+The first cancels the run and says what it waits for; the second exits with 130 at
+once, without a traceback and without joining tool threads.
+"""
 
 from __future__ import annotations
 
