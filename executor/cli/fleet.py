@@ -2,12 +2,16 @@
 
 It reads the heartbeat records the worker processes keep in Redis (see
 `executor.backends.redis.heartbeats`): a process that died drops out within a few
-seconds, when its record expires.
+seconds, when its record expires. `run` and `status` read them too, to say when no live
+worker serves a waiting step's queue with its tool (`watch_unserved`, `unserved_lines`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -16,8 +20,9 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from executor.backends.redis.backend import connect
+from executor.backends.redis.backend import RedisBackend, connect
 from executor.backends.redis.heartbeats import WorkerBeat, live_workers
+from executor.backends.redis.unserved import NoWorkerWatch, waiting_unserved
 from executor.cli.common import (
     DEFAULT_REDIS_URL,
     EXIT_USAGE,
@@ -30,6 +35,7 @@ from executor.cli.common import (
     stdout_console,
 )
 from executor.errors import DagrelayError
+from executor.model.tools import ToolRegistry
 from executor.views.format import format_age
 
 NamespaceOpt = Annotated[
@@ -100,9 +106,57 @@ def workers_table(found: list[WorkerBeat], now: datetime | None = None) -> Table
     return table
 
 
+# How often a watching `run` looks for steps no live worker serves.
+WATCH_PERIOD = 1.0
+
+
+@contextlib.contextmanager
+def watch_unserved(url: str, run_id: str, fail_after: float | None) -> Iterator[None]:
+    """While the block runs, say on stderr (once per queue and tool) when no live worker
+    serves a waiting step, and fail such steps after `fail_after` seconds (None: never)."""
+    stop = threading.Event()
+    try:
+        backend = RedisBackend(url, ToolRegistry())
+    except DagrelayError:  # the run itself reports Redis trouble
+        yield
+        return
+    watch = NoWorkerWatch(backend, run_id, fail_after)
+
+    def loop() -> None:
+        while True:
+            try:
+                for line in watch.poll():
+                    typer.echo(f"warning: {line}", err=True)
+            except Exception:  # a hint only: never the run's failure
+                pass
+            if stop.wait(WATCH_PERIOD):
+                return
+
+    thread = threading.Thread(target=loop, name="dagrelay-no-worker", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        backend.close()
+
+
+def unserved_lines(url: str, run_id: str) -> list[str]:
+    """The waiting steps of a run that no live worker serves, one line per queue and tool."""
+    try:
+        backend = RedisBackend(url, ToolRegistry())
+    except DagrelayError:
+        return []
+    try:
+        return waiting_unserved(backend, run_id)
+    finally:
+        backend.close()
+
+
 def register(app: typer.Typer) -> None:
     """Add `workers` to the `dagrelay` app."""
     app.command()(workers)
 
 
-__all__ = ["register", "workers", "workers_table"]
+__all__ = ["register", "unserved_lines", "watch_unserved", "workers", "workers_table"]

@@ -12,6 +12,7 @@ these modules share live in `executor.cli.common`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from enum import StrEnum
@@ -139,6 +140,17 @@ def run(
             help="On Ctrl-C, wait this long for running steps to stop before exiting.",
         ),
     ] = 10.0,
+    no_worker_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--no-worker-timeout",
+            min=0,
+            metavar="SECONDS",
+            help="With --redis: fail a step that no live worker serves (its queue with its "
+            "tool) after this long (default: just before the flow's timeout; without one, "
+            "it waits, and a warning says so within seconds).",
+        ),
+    ] = None,
     detach: Annotated[
         bool,
         typer.Option(
@@ -180,8 +192,15 @@ def run(
             handle = submit_flow(executor, flow_obj, data, flow)
             # Live progress goes where the report goes, unless stdout is reserved for JSON.
             progress_console = Console(stderr=True) if json_output else stdout_console()
+            watching: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            if url is not None:
+                if no_worker_timeout is None and flow_obj.timeout:
+                    # Just before the run's own timeout, so the step says why it failed.
+                    no_worker_timeout = max(0.0, flow_obj.timeout - min(1.0, flow_obj.timeout / 4))
+                watching = cli_fleet.watch_unserved(url, handle.run_id, no_worker_timeout)
             try:
-                result = follow(handle, flow_obj, progress_console)
+                with watching:
+                    result = follow(handle, flow_obj, progress_console)
             except KeyboardInterrupt:
                 if detach:
                     exit_now(f"detached: run {handle.run_id} goes on on the workers")
