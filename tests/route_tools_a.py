@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from executor import ToolRegistry, tool
 
@@ -19,3 +20,10 @@ def common(x: int) -> dict[str, int]:
 def only_a(x: int) -> dict[str, int]:
     """Only the "a" workers have it."""
     return {"x": x, "pid": os.getpid()}
+
+
+@tool(registry=registry)
+def slow_a(seconds: float) -> float:
+    """Only the "a" workers have it: sleeps, so the heartbeat shows it running."""
+    time.sleep(seconds)
+    return seconds
