@@ -384,3 +384,23 @@ def test_the_page_renders_in_chromium(tmp_path: Path) -> None:
     for name in ("fetch", "parse&lt;b&gt;", "score", "publish", "thumbs", "host-a:101"):
         assert name in dom, name
     assert "<script" not in dom
+
+
+def test_the_header_duration_is_the_axis_the_bars_are_on() -> None:
+    """The header says how long the axis runs (submit to finish): the last bar ends
+    there, and the run's wall time (start to finish) is never shown as that span."""
+    from executor.views.format import format_seconds
+
+    result = sample()
+    tl = build_timeline(result)
+    assert tl.finished is not None
+    svg = render_svg(result)
+    header = svg[svg.index('class="dr-h"') : svg.index("</text>", svg.index('class="dr-h"'))]
+    assert f"{result.status} in {format_seconds(tl.finished)} from submit to finish" in header
+    ends = [b.end for g in tl.groups for r in g.rows for b in r.bars]
+    assert ends and max(ends) <= tl.finished + 1e-6
+    # A run submitted a while before it started: the bars start later, the header says so.
+    late = result.model_copy(update={"submitted_at": result.submitted_at - timedelta(seconds=2)})
+    late_tl = build_timeline(late)
+    assert late_tl.finished is not None and late_tl.finished > tl.finished + 1.9
+    assert f"in {format_seconds(late_tl.finished)} from submit" in render_svg(late)

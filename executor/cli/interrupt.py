@@ -53,7 +53,7 @@ def cancel_on_interrupt(
     deadline = time.monotonic() + grace
     before = handle.result()
     running = [
-        f"{r.step_id} (tool {r.tool})" for r in before.steps.values() if r.status == "running"
+        f"{r.step_id}: tool {r.tool}" for r in before.steps.values() if r.status == "running"
     ]
     handle.cancel()
     where = "on the workers" if distributed else "in this process"
