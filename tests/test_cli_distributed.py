@@ -211,7 +211,7 @@ def test_submit_then_status_result_and_runs(
     line = proc.stdout.strip()
     assert "\n" not in line
     assert line.startswith(run_id) and "user_report" in line
-    assert re.search(r"\b(running|succeeded)\b", line) and "/6 steps" in line
+    assert re.search(r"\b(running|succeeded)\b", line) and "6 steps: " in line
 
     proc = cli("result", run_id, "--redis", redis_url, "--wait", "30", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -373,7 +373,8 @@ def test_a_tool_only_the_workers_lack_fails_the_step(
     result = ExecutionResult.model_validate_json(proc.stdout)
     assert result.status == "failed"
     assert result.steps["a"].error is not None
-    assert "no_such_tool" in result.steps["a"].error.message
+    assert result.steps["a"].error.type == "NoLiveWorker"
+    assert "with tool 'no_such_tool'" in result.steps["a"].error.message
     # With --tools the client checks the flow against them before anything is queued.
     proc = cli("submit", flow, "--redis", redis_url, "--tools", "examples.tools")
     assert proc.returncode == 1 and proc.stdout == ""

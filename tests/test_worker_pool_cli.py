@@ -317,3 +317,41 @@ def test_graph_of_a_run_reads_its_stored_flow(
     assert re.search(r"right<br/>tool: only_a<br/>succeeded", graph.stdout)
     nothing = dagrelay("graph")
     assert nothing.returncode == 2 and nothing.stderr.startswith("error: give a FLOW file")
+
+
+def test_detach_leaves_the_run_going_on_ctrl_c(
+    worker_a: WorkerProcess, worker_b: WorkerProcess, redis_url: str, tmp_path: Path
+) -> None:
+    flow = write_flow(
+        tmp_path,
+        """
+        name: detached
+        steps:
+          - {id: nap, tool: slow_a, inputs: {seconds: 2}}
+        """,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGRELAY_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen(
+        [str(DAGRELAY), "run", flow, "--redis", redis_url, "--detach"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    runs: list[dict[str, Any]] = []
+    while not runs:  # submitted: now Ctrl-C
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+        found = dagrelay("runs", "--flow", "detached", "--json", "--redis", redis_url)
+        runs = json.loads(found.stdout or "[]")
+    run_id = runs[0]["run_id"]
+    proc.send_signal(2)  # SIGINT
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert f"detached: run {run_id} goes on on the workers" in err
+    done = dagrelay("result", run_id, "--redis", redis_url, "--wait", "30", "--json")
+    assert done.returncode == 0, done.stderr
+    assert ExecutionResult.model_validate_json(done.stdout).status == "succeeded"

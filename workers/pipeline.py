@@ -54,6 +54,7 @@ from workers.attempt import (
 from workers.monitor import Monitor, Tracked
 from workers.pool import Pool
 from workers.settings import Settings
+from workers.stranded import Stranded
 from workers.sweeper import Sweeper
 from workers.tracing import step_scope
 
@@ -131,6 +132,7 @@ class Pipeline:
         )
         self.monitor = Monitor(store, settings.lease_seconds)
         self.sweeper = Sweeper(self.coordinator, settings.sweep_seconds, settings.lease_seconds)
+        self.stranded = Stranded(store, self.coordinator, settings.no_worker_seconds)
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         self.attempts = Attempts(registry, self.process, settings.max_output_bytes)
         self.lease_ms = int(settings.lease_seconds * 1000)
@@ -255,6 +257,8 @@ class Pipeline:
         # Units of tools this process lacks stay queued for a worker that has them.
         passed = [u for u in took.passed if _step(u) in limited]
         handed_back = len(passed) < len(took.passed)
+        if handed_back:  # none may have it: then they fail after a wait
+            self.stranded.check(ctx, lane, lambda s: ctx.dag.steps[s].tool not in self.registry)
         if passed and room:
             wanted = passed[:room]
             held = self._tool_slots(ctx, limited, wanted)

@@ -36,6 +36,9 @@ class Settings:
     # How often a worker process writes its record for `dagrelay workers` (it expires
     # after three beats missed).
     beat_seconds: float = 2.0
+    # How long a queued unit whose queue and tool no live worker serves waits before it
+    # fails with that message (cut short to come before the run's timeout).
+    no_worker_seconds: float = 10.0
     # How long Redis may be unreachable before a worker's Redis call gives up (it
     # reconnects with backoff meanwhile): a restart costs a pause, not the step.
     redis_retry_seconds: float = 60.0
@@ -59,6 +62,7 @@ class Settings:
             async_steps=int(e.get("DAGRELAY_ASYNC_STEPS", "0")),
             heartbeat_seconds=float(e.get("DAGRELAY_HEARTBEAT_SECONDS", "10")),
             beat_seconds=float(e.get("DAGRELAY_BEAT_SECONDS", "2")),
+            no_worker_seconds=float(e.get("DAGRELAY_NO_WORKER_SECONDS", "10")),
             redis_retry_seconds=float(e.get("DAGRELAY_REDIS_RETRY_SECONDS", "60")),
             max_output_bytes=int(e.get("DAGRELAY_MAX_OUTPUT_BYTES", str(DEFAULT_MAX_OUTPUT_BYTES))),
         )

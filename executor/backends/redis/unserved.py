@@ -19,8 +19,10 @@ from datetime import UTC, datetime
 
 from executor.backends.redis.backend import RedisBackend
 from executor.backends.redis.claims import Terminal
+from executor.backends.redis.coordinator import Coordinator
 from executor.backends.redis.heartbeats import live_workers, no_worker_message, unserved
 from executor.backends.redis.messages import lanes_of
+from executor.backends.redis.store import RedisStore
 from executor.errors import RunNotFoundError
 from executor.run.records import StepError
 
@@ -92,19 +94,27 @@ def waiting_unserved(backend: RedisBackend, run_id: str) -> list[str]:
 def fail_waiting(backend: RedisBackend, run_id: str, step_id: str, message: str) -> bool:
     """Fail a queued step with `message` (claimed and settled as a worker would); False
     if it is not queued any more (a worker took it, or the run ended)."""
-    store = backend.store
+    who = f"{socket.gethostname()}:{os.getpid()}:client"
+    return fail_unit(backend.store, backend.coordinator, run_id, step_id, message, who)
+
+
+def fail_unit(
+    store: RedisStore, coordinator: Coordinator, run_id: str, unit: str, message: str, who: str
+) -> bool:
+    """Fail a queued unit (a step, or an item `s[i]`) with `message`: claim it by name as
+    a worker would, and settle it failed (dependents and the run's end follow). False if
+    it is not queued and due any more."""
     try:
-        ctx = backend.coordinator.context(run_id)
+        ctx = coordinator.context(run_id)
     except RunNotFoundError:
         return False
-    who = f"{socket.gethostname()}:{os.getpid()}:client"
     at = datetime.now(UTC).isoformat()
-    for lane in lanes_of([ctx.queue(step_id)]):
-        took = store.take(run_id, lane, 1, 1, 6000, at, who, spend=False, named=(step_id,))
+    for lane in lanes_of([ctx.queue(unit.partition("[")[0])]):
+        took = store.take(run_id, lane, 1, 1, 6000, at, who, spend=False, named=(unit,))
         # The take counts tokens for the lane's other units: they must go out.
-        backend.coordinator.send_tokens(run_id, lane, took.tokens, 1)
+        coordinator.send_tokens(run_id, lane, took.tokens, 1)
         if took.delay_ms >= 0:
-            backend.coordinator.send_tokens(run_id, lane, 1, 1, took.delay_ms)
+            coordinator.send_tokens(run_id, lane, 1, 1, took.delay_ms)
         if not took.claims:
             continue
         claim = took.claims[0]
@@ -125,11 +135,11 @@ def fail_waiting(backend: RedisBackend, run_id: str, step_id: str, message: str)
             "worker": who,
         }
         terminal = Terminal(
-            step_id, "failed", "", record, at, who, claim.attempt, json.dumps(attempt), None, lane
+            unit, "failed", "", record, at, who, claim.attempt, json.dumps(attempt), None, lane
         )
-        backend.coordinator.settle(ctx, [(terminal, None, ())])
+        coordinator.settle(ctx, [(terminal, None, ())])
         return True
     return False
 
 
-__all__ = ["ERROR_TYPE", "NoWorkerWatch", "fail_waiting", "waiting_unserved"]
+__all__ = ["ERROR_TYPE", "NoWorkerWatch", "fail_unit", "fail_waiting", "waiting_unserved"]
