@@ -41,6 +41,7 @@ class Heartbeat(Periodic):
         self.pid = os.getpid()
         self.id = f"{self.host}:{self.pid}"
         self.started_at = datetime.now(UTC).isoformat()
+        self.written = False  # the last beat reached Redis
 
     def beat(self) -> WorkerBeat:
         """This process's record as of now."""
@@ -67,8 +68,10 @@ class Heartbeat(Periodic):
 
     def tick(self) -> None:
         store = self.pipeline.store
+        self.written = False
         try:
             write_beat(store.client, store.namespace, self.beat(), self.period * BEATS_TO_EXPIRE)
+            self.written = True
         except (redis.RedisError, OSError) as exc:
             # Saying that Redis is unreachable is the connection check's job; the record
             # is written again next beat.
@@ -80,6 +83,8 @@ class Heartbeat(Periodic):
 
     def stop(self) -> None:
         super().stop()
+        if not self.written:  # Redis is away: the client would retry for a minute; it expires
+            return
         store = self.pipeline.store
         with contextlib.suppress(redis.RedisError, OSError):  # else it expires by itself
             remove_beat(store.client, store.namespace, self.id)
