@@ -3,20 +3,30 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Quiet installs: -qq keeps pip's errors and drops its notices, which on some machines are
+# warnings about their own pip configuration (index locations that do not exist);
+# setuptools' note on every editable install (a BuildBackendWarning) says nothing here.
+PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -qq
 
-.PHONY: venv demo test lint unit bench fuzz clean redis-server chromium
+.PHONY: venv demo activate test lint unit bench fuzz clean redis-server chromium
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "dagrelay needs Python 3.11+")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "installing dagrelay and its dev tools into $(VENV)"
+	@$(PIP) --upgrade pip
+	@$(PIP) -e '.[dev]'
 	touch $(STAMP)
 
 demo: venv
 	$(BIN)/dagrelay run examples.flows:user_report --input '{"user_ids": [1, 2, 3]}'
+	@echo "dagrelay is installed in .venv: run 'source .venv/bin/activate' to use it (or see: make activate)"
+
+# The command that puts .venv's `dagrelay` on PATH (make cannot change your shell's PATH).
+activate:
+	@echo "source $(VENV)/bin/activate   # then: dagrelay --help; 'deactivate' to leave"
 
 lint: venv
 	$(BIN)/ruff check executor workers tests examples benchmarks
@@ -60,7 +70,8 @@ fuzz: venv redis-server
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@echo "installing the bench's peers into $(VENV)"
+	@$(PIP) -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
 # `make bench ARGS="--quick"` or `ARGS="--only cpu,sleeps"`: see python -m benchmarks -h

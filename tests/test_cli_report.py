@@ -279,7 +279,7 @@ def test_status_follow_off_a_terminal_is_plain_lines(
     assert res.exit_code == 1  # the run failed
     lines = res.stdout.splitlines()
     assert lines[:-1] == [event_line(e).plain for e in handle._events]
-    assert lines[-1].startswith("r1  two v1  failed  2/2 steps done")
+    assert lines[-1].startswith("r1  two v1  failed  2 steps: 1 succeeded, 1 failed")
     assert not ANSI.search(res.stdout)
 
 

@@ -528,7 +528,8 @@ def test_a_tool_no_worker_knows_fails_its_step_naming_the_tool(cluster):
     assert result.steps["a"].status == "succeeded"
     b = result.steps["b"]
     assert b.status == "failed"
-    assert b.error is not None and "no_such_tool_xyz" in b.error.message
+    assert b.error is not None and b.error.type == "NoLiveWorker"  # never a LookupError
+    assert b.error.message == "no live worker serves queue 'dagrelay' with tool 'no_such_tool_xyz'"
     assert result.error is not None and "no_such_tool_xyz" in result.error
     assert result.steps["c"].status == "upstream_failed"
 

@@ -296,9 +296,16 @@ def test_the_page_has_the_numbers_the_path_and_the_errors() -> None:
     for text in ("wall time", "1.32 s", "step time", "4.79 s", "critical path", "1.23 s",
                  "parallelism", "3.63×", "93% of wall time", "sample-1"):  # fmt: skip
         assert text in page, text
-    # The critical path, step by step, and the step to optimise.
+    # The critical path, step by step; the advice on a failed run names the step that
+    # failed first (not the path's longest step), and how to run it again.
     assert re.search(r'class="step">fetch</span> 880 ms → <span class="step">score', page)
-    assert "<b>fetch</b>" in page and "optimise" in page
+    hint = page[page.index('<p class="hint">') :]
+    hint = hint[: hint.index("</p>")]
+    assert "step <b>score</b> (tool model_score) failed first" in hint
+    assert "ValueError" in hint and "dagrelay retry sample-1" in hint and "optimise" not in hint
+    # A run that succeeded: the step to optimise.
+    done = sample().model_copy(update={"status": "succeeded", "error": None}).to_html()
+    assert "<b>fetch</b>" in done and "optimise" in done
     # Errors: the step's failure with its traceback, and the attempt a retry recovered.
     errors = page[page.index("<h2>Errors</h2>") :]
     assert errors.index("score") < errors.index("fetch")
@@ -377,3 +384,23 @@ def test_the_page_renders_in_chromium(tmp_path: Path) -> None:
     for name in ("fetch", "parse&lt;b&gt;", "score", "publish", "thumbs", "host-a:101"):
         assert name in dom, name
     assert "<script" not in dom
+
+
+def test_the_header_duration_is_the_axis_the_bars_are_on() -> None:
+    """The header says how long the axis runs (submit to finish): the last bar ends
+    there, and the run's wall time (start to finish) is never shown as that span."""
+    from executor.views.format import format_seconds
+
+    result = sample()
+    tl = build_timeline(result)
+    assert tl.finished is not None
+    svg = render_svg(result)
+    header = svg[svg.index('class="dr-h"') : svg.index("</text>", svg.index('class="dr-h"'))]
+    assert f"{result.status} in {format_seconds(tl.finished)} from submit to finish" in header
+    ends = [b.end for g in tl.groups for r in g.rows for b in r.bars]
+    assert ends and max(ends) <= tl.finished + 1e-6
+    # A run submitted a while before it started: the bars start later, the header says so.
+    late = result.model_copy(update={"submitted_at": result.submitted_at - timedelta(seconds=2)})
+    late_tl = build_timeline(late)
+    assert late_tl.finished is not None and late_tl.finished > tl.finished + 1.9
+    assert f"in {format_seconds(late_tl.finished)} from submit" in render_svg(late)

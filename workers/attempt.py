@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import functools
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from executor.run.context import StepContext, serving
 from executor.run.records import StepError
 from executor.run.tool_threads import ToolThreads, call_sync
 
+log = logging.getLogger("dagrelay.worker")
 # What an attempt came to: status, output, the exception (to retry on), the error.
 Outcome = tuple[str, Any, Exception | None, StepError | None]
 # A unit's record and its attempt's record, filled in as the attempt goes.
@@ -214,6 +216,37 @@ class Attempts:
             lane,
         )
         return terminal, output
+
+
+def log_attempt(
+    run_id: str, unit: str, tool: str, terminal: Terminal, attempt_rec: dict[str, Any]
+) -> None:
+    """The INFO line of one attempt: tool, outcome, duration (also as fields of the
+    record, for `DAGRELAY_LOG_FORMAT=json`); run, step and attempt come with every line
+    logged in the attempt's scope, and are set here too for a line logged outside it."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    outcome = terminal.status
+    if terminal.retry_ms is not None:
+        outcome = f"failed, retry in {terminal.retry_ms / 1000:g}s"
+    duration = float(attempt_rec.get("duration") or 0.0)
+    error = attempt_rec.get("error") or {}
+    why = f": {error.get('type')}: {error.get('message')}" if error else ""
+    log.info(
+        "tool %s: %s in %.3fs%s",
+        tool,
+        outcome,
+        duration,
+        why,
+        extra={
+            "run_id": run_id,
+            "step_id": unit,
+            "attempt": terminal.attempt,
+            "tool": tool,
+            "outcome": terminal.status,
+            "duration": round(duration, 6),
+        },
+    )
 
 
 def items_of(

@@ -19,6 +19,7 @@ from executor.backends.redis.store import RedisStore
 from executor.backends.redis.urls import open_redis
 from executor.backends.redis.wakeup import WakingRedisBroker
 from executor.model.tools import ToolRegistry, default_registry, load_tools
+from workers.heartbeat import HeartbeatMiddleware
 from workers.periodic import Periodic
 from workers.pipeline import INTAKE, Intake, Pipeline
 from workers.settings import Settings
@@ -191,6 +192,8 @@ def setup(
     store = RedisStore(client, settings.namespace, settings.result_ttl)
     pipeline = Pipeline(settings, registry, store, BrokerSender(broker))
     broker.add_middleware(DagrelayMiddleware(pipeline, maintainer))
+    if maintainer is not None:  # a real worker (not a test's fakeredis): seen by `workers`
+        broker.add_middleware(HeartbeatMiddleware(pipeline, settings.beat_seconds))
     broker.add_middleware(ObservabilityMiddleware())  # trace context and log ids per message
     if isinstance(broker, WakingRedisBroker):
         broker.pool = pipeline.pool

@@ -94,6 +94,10 @@ class Monitor:
         with self._lock:
             return sum(len(s) for s in self._tracked.values())
 
+    def held(self) -> list[Tracked]:
+        """The units this process holds now (for its heartbeat)."""
+        return self._all()
+
     def track(self, t: Tracked) -> Tracked:
         with self._lock:
             self._tracked.setdefault(t.run_id, set()).add(t)

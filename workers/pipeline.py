@@ -42,11 +42,20 @@ from executor.model.spec import Step
 from executor.model.tools import Tool, ToolRegistry
 from executor.observability import tracing
 from executor.run.tool_threads import ToolThreads
-from workers.attempt import Attempts, Outcome, Records, SyncCall, item_index, items_of
+from workers.attempt import (
+    Attempts,
+    Outcome,
+    Records,
+    SyncCall,
+    item_index,
+    items_of,
+    log_attempt,
+)
 from workers.monitor import Monitor, Tracked
 from workers.pool import Pool
 from workers.restart import abandoning_threads
 from workers.settings import Settings
+from workers.stranded import Stranded
 from workers.sweeper import Sweeper, give_back
 from workers.tracing import step_scope
 
@@ -57,6 +66,9 @@ log = logging.getLogger("dagrelay.worker")
 AHEAD_MAX_DEPS = 2
 # A token whose units wait for a tool's concurrency slots comes back after this long.
 SLOT_RETRY_MS = 20
+# A token whose units' tool this process lacks goes back to the queue for this long, so
+# that it reaches a worker that has the tool rather than bouncing here at once.
+HANDBACK_MS = 50
 
 
 @dataclass(slots=True)
@@ -121,6 +133,7 @@ class Pipeline:
         )
         self.monitor = Monitor(store, settings.lease_seconds)
         self.sweeper = Sweeper(self.coordinator, settings.sweep_seconds, settings.lease_seconds)
+        self.stranded = Stranded(store, self.coordinator, settings.no_worker_seconds)
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         self.attempts = Attempts(registry, self.process, settings.max_output_bytes)
         self.lease_ms = int(settings.lease_seconds * 1000)
@@ -240,8 +253,13 @@ class Pipeline:
         claims = list(took.claims)
         tool_full = False
         room = slots - len(claims)
-        if took.passed and room:
-            wanted = list(took.passed)[:room]
+        # Units of tools this process lacks stay queued for a worker that has them.
+        passed = [u for u in took.passed if _step(u) in limited]
+        handed_back = len(passed) < len(took.passed)
+        if handed_back:  # none may have it: then they fail after a wait
+            self.stranded.check(ctx, lane, lambda s: ctx.dag.steps[s].tool not in self.registry)
+        if passed and room:
+            wanted = passed[:room]
             held = self._tool_slots(ctx, limited, wanted)
             tool_full = len(held) < len(wanted)
             if held:
@@ -261,17 +279,21 @@ class Pipeline:
                 self.store.release_slots([(limited[_step(u)].name, h) for u, h in held.items()])
         # While a tool's slots are all taken, its units' tokens come back in a moment
         # rather than at once (which would only spin between the workers).
-        delay = SLOT_RETRY_MS if tool_full else None
+        # So do the tokens of units left for a worker with the tool: not straight back
+        # to this one.
+        delay = HANDBACK_MS if handed_back else SLOT_RETRY_MS if tool_full else None
         self.coordinator.send_tokens(ctx.run_id, lane, took.tokens, per, delay)
         if took.delay_ms >= 0:
             self.coordinator.send_tokens(ctx.run_id, lane, 1, 1, took.delay_ms)
-        if tool_full and not claims and not took.tokens:
-            self._keep_token(ctx.run_id, lane, units, SLOT_RETRY_MS)
+        if (tool_full or handed_back) and not claims and not took.tokens:
+            self._keep_token(ctx.run_id, lane, units, HANDBACK_MS if handed_back else SLOT_RETRY_MS)
         return claims
 
     def _limited(self, ctx: RunContext) -> tuple[dict[str, Tool], tuple[str, ...]]:
         """The run's steps whose tool has a concurrency limit, and what a take passes
-        over for them (a map step calls no tool itself: its items take the slots)."""
+        over: their units (a map step calls no tool itself: its items take the slots),
+        and the units of steps whose tool this process lacks (a map step and its
+        items), which wait for a worker that has it."""
         found = ctx.derived.get("limited")
         if found is None:
             limited = {
@@ -279,8 +301,11 @@ class Pipeline:
                 for sid, st in ctx.dag.steps.items()
                 if (tool := self._tool_of(st.tool)) is not None and tool.max_concurrency
             }
-            skip = tuple(f"{s}[]" if ctx.dag.steps[s].map else s for s in limited)
-            found = ctx.derived["limited"] = (limited, skip)
+            skip = [f"{s}[]" if ctx.dag.steps[s].map else s for s in limited]
+            for sid, st in ctx.dag.steps.items():
+                if st.tool not in self.registry:
+                    skip += [sid, f"{sid}[]"] if st.map else [sid]
+            found = ctx.derived["limited"] = (limited, tuple(skip))
         return found
 
     def _tool_slots(
@@ -379,6 +404,7 @@ class Pipeline:
                 terminal, output = self.attempts.terminal(
                     claim.unit, step, tool, claim, records, outcome, unit.lane
                 )
+                log_attempt(ctx.run_id, claim.unit, step.tool, terminal, records[1])
                 await self._settle(unit, terminal, output)
         except Exception:  # Redis gone past its retries: the lease brings it back
             log.exception("run %s unit %s: not settled", ctx.run_id, claim.unit)
@@ -404,7 +430,7 @@ class Pipeline:
         # a tool with a concurrency limit: its items take its slots through their tokens).
         own = 1 if self.pool.kind(lane) == self.pool.kind(unit.lane) else 0
         ahead = 0
-        if queued and not self.draining and not (tool and tool.max_concurrency):
+        if queued and not self.draining and tool is not None and not tool.max_concurrency:
             share = local_share(queued)
             ahead = own + self.pool.reserve(lane, share - own) if share > own else share
         self.monitor.untrack(unit.tracked)

@@ -33,6 +33,12 @@ class Settings:
     # A worker process not heard from for this long is presumed dead: the messages it
     # had fetched but not started go back to their queue (Dramatiq's maintenance).
     heartbeat_seconds: float = 10.0
+    # How often a worker process writes its record for `dagrelay workers` (it expires
+    # after three beats missed).
+    beat_seconds: float = 2.0
+    # How long a queued unit whose queue and tool no live worker serves waits before it
+    # fails with that message (cut short to come before the run's timeout).
+    no_worker_seconds: float = 10.0
     # How long Redis may be unreachable before a worker's Redis call gives up (it
     # reconnects with backoff meanwhile): a restart costs a pause, not the step.
     redis_retry_seconds: float = 60.0
@@ -58,6 +64,8 @@ class Settings:
             threads=int(e.get("DAGRELAY_THREADS", "8")),
             async_steps=int(e.get("DAGRELAY_ASYNC_STEPS", "0")),
             heartbeat_seconds=float(e.get("DAGRELAY_HEARTBEAT_SECONDS", "10")),
+            beat_seconds=float(e.get("DAGRELAY_BEAT_SECONDS", "2")),
+            no_worker_seconds=float(e.get("DAGRELAY_NO_WORKER_SECONDS", "10")),
             redis_retry_seconds=float(e.get("DAGRELAY_REDIS_RETRY_SECONDS", "60")),
             max_output_bytes=int(e.get("DAGRELAY_MAX_OUTPUT_BYTES", str(DEFAULT_MAX_OUTPUT_BYTES))),
             max_abandoned=int(e.get("DAGRELAY_MAX_ABANDONED", "0")),

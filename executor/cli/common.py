@@ -275,3 +275,49 @@ def load_result(path: str) -> ExecutionResult:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "<file>"
         fail(one_line(f"{path}: not an ExecutionResult: {where}: {first['msg']}"), EXIT_USAGE)
+
+
+# The command line itself ------------------------------------------------------------------
+def flags_as_flags() -> None:
+    """Help shows a boolean flag as the flag alone, not `<bool>` (typer 0.2x's help
+    names every option's type; a flag takes no value to name)."""
+    option = getattr(getattr(typer, "core", None), "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if option is None or shown is None or getattr(shown, "dagrelay", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich.dagrelay = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+# Click's exception class, whether typer vendors click or depends on it.
+_CLICK_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
+def run_app(app: typer.Typer) -> NoReturn:
+    """Run the app; a usage error (an unknown option, a bad choice...) is one line."""
+    try:
+        code = app(standalone_mode=False)
+    except _CLICK_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is printed already
+            sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"error: {usage_message(message)}{hint}", err=True)
+        sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+    except (typer.Abort, EOFError):
+        typer.echo("error: aborted", err=True)
+        sys.exit(EXIT_FAILED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def usage_message(message: str) -> str:
+    """Click's message without pydantic's 'Value error, ' and on one line."""
+    text = one_line(message.replace("Value error, ", ""))
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text

@@ -14,7 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from executor.backends.redis.messages import lanes_of
+from executor.cli.banner import worker_banner
 from executor.model.tools import ToolRegistry, load_tools
+
+DEFAULT_URL = "redis://localhost:6379/0"
 
 
 def worker_argv(processes: int, threads: int, queues: Sequence[str]) -> list[str]:
@@ -80,7 +83,10 @@ def run_worker(
         async_steps: async tool calls a process may run at once (0: they share the
             `threads` slots).
     """
-    check_tools(tools)
+    registry = check_tools(tools)
+    url = redis_url or os.environ.get("DAGRELAY_REDIS_URL") or DEFAULT_URL
+    ns = namespace or os.environ.get("DAGRELAY_NAMESPACE") or "dagrelay"
+    print(worker_banner(registry, url, ns, queues, processes, threads, async_steps), flush=True)
     argv = worker_argv(processes, threads, queues)
     env = worker_env(tools, redis_url, queues, namespace)
     env["DAGRELAY_THREADS"] = str(threads)  # also read again from Dramatiq's worker

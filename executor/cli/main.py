@@ -14,7 +14,9 @@ these modules share live in `executor.cli.common`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +24,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from executor.cli import fleet as cli_fleet
 from executor.cli import report as cli_report
 from executor.cli import retry as cli_retry
 from executor.cli import runs as cli_runs
@@ -36,6 +39,7 @@ from executor.cli.common import (
     ToolsOpt,
     check_run_id,
     fail,
+    flags_as_flags,
     guard,
     load_result,
     make_executor,
@@ -45,10 +49,12 @@ from executor.cli.common import (
     read_tools,
     redis_errors,
     redis_url,
+    run_app,
     show_result,
     stdout_console,
     submit_flow,
 )
+from executor.cli.interrupt import cancel_on_interrupt, exit_now
 from executor.cli.live import watch
 from executor.errors import DagrelayError
 from executor.handle import RunHandle
@@ -71,6 +77,7 @@ EXIT_CODES_HELP = (
     "refusing the password; 130 interrupted."
 )
 
+flags_as_flags()
 app = typer.Typer(
     name="dagrelay",
     help="Run DAG flows of typed tools, in-process or on Dramatiq workers.",
@@ -79,6 +86,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 class GraphFormat(StrEnum):
@@ -130,11 +144,45 @@ def run(
             help="Also write the run's timeline page here (.html; .svg: the chart alone).",
         ),
     ] = None,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace",
+            min=0,
+            metavar="SECONDS",
+            help="On Ctrl-C, wait this long for running steps to stop before exiting.",
+        ),
+    ] = 10.0,
+    no_worker_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--no-worker-timeout",
+            min=0,
+            metavar="SECONDS",
+            help="With --redis: fail a step that no live worker serves (its queue with its "
+            "tool) after this long (default: just before the flow's timeout; without one, "
+            "it waits, and a warning says so within seconds).",
+        ),
+    ] = None,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="With --redis: Ctrl-C stops watching and leaves the run going on the "
+            "workers (default: Ctrl-C cancels it).",
+        ),
+    ] = False,
 ) -> None:
     """Run a flow and show each step's status and timing.
 
     In-process by default; with --redis on the workers serving that Redis (then --tools
     is optional: the workers have the tools, and the flow's structure is checked here).
+
+    Ctrl-C cancels the run (in-process, and with --redis on every worker) and waits up
+    to --grace seconds for its running steps to stop; a second Ctrl-C exits at once.
+    With --redis --detach, Ctrl-C only stops watching: the run goes on (see `dagrelay
+    status RUN`, `dagrelay cancel RUN`). SIGTERM ends this command without cancelling:
+    with --redis the run goes on on the workers.
 
     Exit code 0 if the run succeeded, 1 if it failed or is invalid, 2 on usage errors
     (and when the run's state vanished from Redis while it ran: no result to give).
@@ -157,19 +205,29 @@ def run(
         # Every problem at once, naming the file; without --tools (workers only) the
         # structure, while the executor checks the inputs of the tools it knows.
         validate_flow(flow_obj, registry if known else None, source=flow)
+        if detach and url is None:
+            fail("--detach needs --redis: an in-process run ends with this command", EXIT_USAGE)
         with make_executor(registry, url) as executor, redis_errors(url):
             handle = submit_flow(executor, flow_obj, data, flow)
             # Live progress goes where the report goes, unless stdout is reserved for JSON.
             progress_console = Console(stderr=True) if json_output else stdout_console()
+            watching: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            if url is not None:
+                if no_worker_timeout is None and flow_obj.timeout:
+                    # Just before the run's own timeout, so the step says why it failed.
+                    no_worker_timeout = max(0.0, flow_obj.timeout - min(1.0, flow_obj.timeout / 4))
+                watching = cli_fleet.watch_unserved(url, handle.run_id, no_worker_timeout)
             try:
-                result = follow(handle, flow_obj, progress_console)
+                with watching:
+                    result = follow(handle, flow_obj, progress_console)
             except KeyboardInterrupt:
-                handle.cancel()
-                result = handle.wait(30)
+                if detach:
+                    exit_now(f"detached: run {handle.run_id} goes on on the workers")
+                result, finish = cancel_on_interrupt(handle, executor, grace, url is not None)
                 show_result(result, json_output)
                 if report:
                     cli_report.write_report(result, report)
-                fail(f"interrupted: run {result.run_id} {result.status}", EXIT_INTERRUPTED)
+                finish()
         show_result(result, json_output)
         if report:
             kind = cli_report.write_report(result, report)
@@ -211,7 +269,13 @@ def validate(flow: FlowArg, tools: ToolsOpt = None) -> None:
 
 @app.command()
 def graph(
-    flow: FlowArg,
+    flow: Annotated[
+        str | None,
+        typer.Argument(
+            help="Flow file (.yaml, .yml or .json); with --run, optional: the run's own flow.",
+            show_default=False,
+        ),
+    ] = None,
     format: Annotated[
         GraphFormat, typer.Option("--format", "-f", help="Diagram language.")
     ] = GraphFormat.mermaid,
@@ -244,13 +308,22 @@ def graph(
     with guard():
         if result_file and run_id:
             fail("use either --result or --run, not both", EXIT_USAGE)
-        flow_obj = read_flow(flow)
-        result = read_result(result_file, flow_obj) if result_file else None
+        if flow is None and not run_id:
+            fail("give a FLOW file, or --run ID to draw that run's own flow", EXIT_USAGE)
+        flow_obj = read_flow(flow) if flow is not None else None
+        result = None
+        if result_file:
+            assert flow_obj is not None
+            result = read_result(result_file, flow_obj)
         if run_id:
-            result = cli_report.fetch_result(check_run_id(run_id), redis_url(redis), None)
-            if result.flow_name != flow_obj.name:
+            rid, url = check_run_id(run_id), redis_url(redis)
+            result = cli_report.fetch_result(rid, url, None)
+            if flow_obj is None:
+                flow_obj = cli_report.fetch_flow(rid, url)
+            elif result.flow_name != flow_obj.name:
                 fail(f"run {run_id} is of flow {result.flow_name!r}, not {flow_obj.name!r}", 2)
-        dag = validate_flow(flow_obj, None, source=flow)
+        assert flow_obj is not None
+        dag = validate_flow(flow_obj, None, source=flow or f"run {run_id}")
         text = render_graph(flow_obj, format.value, result=result, dag=dag)
         if output is None:
             typer.echo(text, nl=False)
@@ -306,6 +379,17 @@ def worker(
             "slots, one each).",
         ),
     ] = 0,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(
+            "--log-level",
+            envvar="DAGRELAY_LOG_LEVEL",
+            show_envvar=True,
+            case_sensitive=False,
+            help="INFO (the default) logs a line per step attempt; WARNING only problems. "
+            "DAGRELAY_LOG_FORMAT=json makes every line a JSON object.",
+        ),
+    ] = None,
 ) -> None:
     """Run Dramatiq worker processes that execute flow steps (distributed mode).
 
@@ -322,6 +406,8 @@ def worker(
             fail("--tools MODULE is required (or set DAGRELAY_TOOLS)", EXIT_USAGE)
         names = [q for part in queues or () for q in part.replace(",", " ").split()]
         url = redis_url(redis) if redis else None  # a malformed URL: say so, here
+        if log_level is not None:  # the worker processes read it from their environment
+            os.environ["DAGRELAY_LOG_LEVEL"] = log_level.value
         try:
             code = run_worker(tools, url, processes, threads, names, async_steps=async_steps)
         except DagrelayError as exc:  # the tools module does not import
@@ -332,6 +418,7 @@ def worker(
 cli_runs.register(app)
 cli_retry.register(app)
 cli_report.register(app)
+cli_fleet.register(app)
 
 
 def main() -> None:
@@ -339,7 +426,7 @@ def main() -> None:
     # Warnings and errors from libraries and tools, with run and step ids when known
     # (DAGRELAY_LOG_FORMAT=json, DAGRELAY_LOG_LEVEL).
     logs.configure(default_level=logging.WARNING)
-    app()
+    run_app(app)
 
 
 if __name__ == "__main__":

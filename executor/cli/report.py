@@ -19,6 +19,8 @@ from typing import Annotated
 
 import typer
 
+from executor.backends.redis.backend import connect
+from executor.backends.redis.store import RedisStore
 from executor.cli.common import (
     DEFAULT_REDIS_URL,
     EXIT_INTERRUPTED,
@@ -33,6 +35,8 @@ from executor.cli.common import (
     redis_errors,
     redis_url,
 )
+from executor.errors import DagrelayError, RunNotFoundError
+from executor.model.flow import Flow
 from executor.model.tools import ToolRegistry
 from executor.result import ExecutionResult
 from executor.run.records import TERMINAL_RUN
@@ -110,6 +114,24 @@ def report(
             typer.echo(
                 f"wrote {path} ({kind}, run {result.run_id} {result.status}){note}", err=True
             )
+
+
+def fetch_flow(run_id: str, url: str) -> Flow:
+    """The flow a run in Redis was started with (stored with the run)."""
+    try:
+        client = connect(url)
+    except DagrelayError as exc:
+        fail(one_line(str(exc)), EXIT_USAGE)
+    with redis_errors(url):
+        try:
+            text = RedisStore(client).run_meta(run_id, "flow").get("flow")
+        except RunNotFoundError as exc:
+            fail(one_line(str(exc)), EXIT_USAGE)
+        finally:
+            client.close()
+    if not text:
+        fail(f"run {run_id}: its flow is not stored (expired?)", EXIT_USAGE)
+    return Flow.model_validate_json(text)
 
 
 def fetch_result(run_id: str, url: str, wait: float | None) -> ExecutionResult:

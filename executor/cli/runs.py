@@ -43,6 +43,7 @@ from executor.cli.common import (
     stdout_console,
     submit_flow,
 )
+from executor.cli.fleet import unserved_lines
 from executor.cli.live import watch
 from executor.client import FlowExecutor
 from executor.errors import RunNotFoundError
@@ -137,6 +138,9 @@ def status(
                     raise typer.Exit(EXIT_INTERRUPTED) from None
             result = handle.result()
         console.print(status_line(result), soft_wrap=True)
+        if result.status not in TERMINAL_RUN:
+            for line in unserved_lines(url, rid):
+                typer.echo(f"warning: {line}", err=True)
         if result.status in TERMINAL_RUN and not result.succeeded:
             raise typer.Exit(EXIT_FAILED)
 

@@ -10,8 +10,9 @@ its own.
 `configure()` sets up the root logger for a dagrelay process (the CLI, a worker):
 
 * `DAGRELAY_LOG_FORMAT=json`: one JSON object per line (`ts`, `level`, `logger`,
-  `message`, `run_id`, `step_id`, `attempt`, `process`, `thread`, `exc_info`), for log
-  shippers; otherwise (`text`, the default) a line that ends in `[run R step S #A]`.
+  `message`, `run_id`, `step_id`, `attempt`, then `tool`, `outcome`, `duration` where
+  the record has them, `process`, `thread`, `exc_info`), for log shippers; otherwise
+  (`text`, the default) a line that ends in `[run R step S #A]`.
 * `DAGRELAY_LOG_LEVEL` (default WARNING for the CLI, INFO for workers).
 
 An application that embeds dagrelay keeps its own logging: add `ContextFilter()` to its
@@ -42,6 +43,9 @@ _current: contextvars.ContextVar[tuple[str | None, str | None, int | None]] = (
     contextvars.ContextVar("dagrelay_step", default=(None, None, None))
 )
 _FIELDS = ("run_id", "step_id", "attempt")
+# Fields a record may carry as `extra=` that the JSON lines include when set (a
+# worker's line per attempt: its tool, outcome and duration in seconds).
+EXTRA_FIELDS = ("tool", "outcome", "duration")
 
 
 def current() -> tuple[str | None, str | None, int | None]:
@@ -128,6 +132,10 @@ class JsonFormatter(logging.Formatter):
         for name, value in zip(_FIELDS, ids, strict=True):
             own = getattr(record, name, None)
             data[name] = own if own is not None else value
+        for name in EXTRA_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                data[name] = value
         data["process"] = record.process
         data["thread"] = record.threadName
         if record.exc_info:

@@ -112,6 +112,11 @@ class ToolThreads(concurrent.futures.Executor):
                 return
         then()
 
+    def in_flight(self) -> int:
+        """Calls submitted whose threads have not returned (queued, running, abandoned)."""
+        with self._lock:
+            return len(self._work)
+
     def abandon(self, future: concurrent.futures.Future[Any]) -> bool:
         """Give up a call: not started, it never will; running, its thread leaves the
         pool with a `TimeoutError` raised into it. True if it was running."""

@@ -62,7 +62,7 @@ def step_table(result: RunRecord, *, items: bool = True, show_worker: bool = Tru
     table.add_column("step", overflow="fold", min_width=4)
     table.add_column("tool", overflow="fold", min_width=4)
     table.add_column("status", no_wrap=True)
-    table.add_column("attempts", justify="right")
+    table.add_column("attempts", justify="right", overflow="fold")
     table.add_column("queue wait", justify="right", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
     if show_worker:
@@ -80,9 +80,9 @@ def step_table(result: RunRecord, *, items: bool = True, show_worker: bool = Tru
 
 
 def _row(rec: StepRecord, name: Text, show_worker: bool) -> list[RenderableType]:
-    if rec.items is not None:  # a map step: every try of every item
-        tries = sum(len(c.attempts) for c in rec.items)
-        attempts = str(tries) if rec.items else "-"
+    attempts: RenderableType
+    if rec.items is not None:  # a map step: its items by status (their tries are theirs)
+        attempts = counts_text(rec.items, "items") if rec.items else Text("0 items")
     else:
         attempts = str(len(rec.attempts)) if rec.attempts else "-"
     error = Text(_first_line(str(rec.error)), style="red") if rec.error else Text("")
@@ -308,15 +308,46 @@ def steps_done(result: RunRecord) -> tuple[int, int, int]:
     return done, sum(s == "running" for s in statuses), len(statuses)
 
 
+# The order statuses are counted in: how far a step got, best first.
+STEP_ORDER = (
+    "succeeded",
+    "failed",
+    "upstream_failed",
+    "cancelled",
+    "skipped",
+    "running",
+    "queued",
+    "pending",
+)
+
+
+def status_counts(records: Sequence[StepRecord]) -> list[tuple[str, int]]:
+    """(status, how many) of the records that have it, in `STEP_ORDER`."""
+    counts: dict[str, int] = {}
+    for rec in records:
+        counts[rec.status] = counts.get(rec.status, 0) + 1
+    order = {s: i for i, s in enumerate(STEP_ORDER)}
+    return sorted(counts.items(), key=lambda p: (order.get(p[0], len(order)), p[0]))
+
+
+def counts_text(records: Sequence[StepRecord], noun: str = "steps") -> Text:
+    """`5 steps: 3 succeeded, 1 failed, 1 cancelled`, each count in its colour."""
+    text = Text(f"{len(records)} {noun}" + (": " if records else ""))
+    for i, (status, n) in enumerate(status_counts(records)):
+        if i:
+            text.append(", ")
+        text.append(f"{n} ")
+        text.append_text(status_text(status))
+    return text
+
+
 def status_line(result: RunRecord, now: datetime | None = None) -> Text:
-    """One line about a run: id, flow, status, steps done, time, and its error if any."""
-    done, running, total = steps_done(result)
+    """One line about a run: id, flow, status, its steps by status, time, its error."""
     text = Text(result.run_id)
     text.append(f"  {result.flow_name} v{result.flow_version}  ")
     text.append_text(status_text(result.status))
-    text.append(f"  {done}/{total} steps done")
-    if running:
-        text.append(f", {running} running")
+    text.append("  ")
+    text.append_text(counts_text(list(result.steps.values())))
     if result.status in TERMINAL_RUN:
         text.append(f"  in {format_seconds(result.wall_time)}")
     elif result.started_at is not None:

@@ -90,6 +90,11 @@ class LocalBackend:
                 self._loop, self._loop_thread = loop, thread
             return self._loop
 
+    def sync_calls_running(self) -> int:
+        """Sync tool calls whose threads have not returned (a cancelled or timed-out call
+        runs on in its thread: `dagrelay run` waits for them on Ctrl-C)."""
+        return self._threads.in_flight()
+
     def close(self) -> None:
         """Stop the background loop and the tool threads."""
         with self._lock:

@@ -9,7 +9,9 @@ ids, tools, workers, errors) is escaped.
 
 from __future__ import annotations
 
-from executor.run.records import TERMINAL_RUN, RunRecord
+from datetime import UTC, datetime
+
+from executor.run.records import TERMINAL_RUN, RunRecord, StepRecord
 from executor.version import __version__
 from executor.views.format import format_seconds
 from executor.views.report import failure_place, failures
@@ -121,7 +123,7 @@ def render_page(result: RunRecord, chart: str) -> str:
         + (f" ({esc(', '.join(workers[:4]))}{'…' if len(workers) > 4 else ''})" if workers else "")
         + "</p>",
         '<div class="cards">',
-        _card("wall time", format_seconds(wall), "submit to finish"),
+        _card("wall time", format_seconds(wall), "start to finish"),
         _card("step time", format_seconds(result.step_time), "sum of step run times"),
         _card(
             "critical path",
@@ -192,6 +194,14 @@ def _hint(result: RunRecord) -> str:
     wall = result.wall_time
     if result.status not in TERMINAL_RUN:
         return "The run is still going: this picture shows it so far."
+    first = first_failed(result) if result.status == "failed" else None
+    if first is not None:
+        error = f": <code>{esc(_cut(str(first.error), 300))}</code>" if first.error else ""
+        return (
+            f"The run failed: step <b>{esc(first.step_id)}</b> (tool {esc(first.tool)}) failed "
+            f"first{error}. Fix it, then <code>dagrelay retry {esc(result.run_id)}</code> "
+            "runs what did not succeed again, reusing the rest."
+        )
     if not wall or not result.critical_path:
         return "No step ran long enough to say where the time went."
     timed = [(s, _dur(result, s) or 0.0) for s in result.critical_path]
@@ -214,6 +224,15 @@ def _hint(result: RunRecord) -> str:
             "or less per-step overhead, would help."
         )
     return text
+
+
+def first_failed(result: RunRecord) -> StepRecord | None:
+    """The step whose failure came first (by when it finished), if any step failed."""
+    failed = [r for r in result.steps.values() if r.status == "failed"]
+    if not failed:
+        return None
+    far = datetime.max.replace(tzinfo=UTC)
+    return min(failed, key=lambda r: _aware(r.finished_at) if r.finished_at else far)
 
 
 def _critical_table(result: RunRecord) -> str:
