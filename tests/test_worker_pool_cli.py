@@ -96,7 +96,7 @@ def test_the_banner_says_what_the_worker_serves_without_the_password(
     worker_a: WorkerProcess, redis_url: str
 ) -> None:
     log = worker_a.log()
-    banner = log[: log.index("Dramatiq")]
+    banner = log[: log.index("Worker process is ready")]
     assert f"dagrelay {__version__} worker" in banner
     port = redis_url.rsplit(":", 1)[1].split("/")[0]
     assert f"redis      redis://:***@127.0.0.1:{port}/0" in banner

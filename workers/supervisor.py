@@ -37,6 +37,7 @@ from workers.restart import RESTART_EXIT, SUPERVISED_ENV, restart_requested
 
 log = logging.getLogger("dagrelay.worker")
 EXIT_MISCONFIGURED = 2
+BANNER_ENV = "DAGRELAY_BANNER"  # what `dagrelay worker` prints once Redis answered
 # Deaths of one process within this window make its next start wait, doubling from 1 s.
 CRASH_WINDOW = 60.0
 MAX_BACKOFF = 30.0
@@ -157,6 +158,10 @@ class Supervisor:
         except RedisMisconfigured as exc:
             log.critical("%s", exc)
             return EXIT_MISCONFIGURED
+        # The launcher's banner says the pool is starting: only once Redis answered.
+        banner = os.environ.pop(BANNER_ENV, "")
+        if banner:
+            print(banner, flush=True)
         self.relay.start()
         watch = RedisWatch(self.redis_url)
         watch.start()

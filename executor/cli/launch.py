@@ -86,9 +86,12 @@ def run_worker(
     registry = check_tools(tools)
     url = redis_url or os.environ.get("DAGRELAY_REDIS_URL") or DEFAULT_URL
     ns = namespace or os.environ.get("DAGRELAY_NAMESPACE") or "dagrelay"
-    print(worker_banner(registry, url, ns, queues, processes, threads, async_steps), flush=True)
     argv = worker_argv(processes, threads, queues)
     env = worker_env(tools, redis_url, queues, namespace)
+    # Printed by the supervisor once Redis answered (nothing says "starting" before).
+    env["DAGRELAY_BANNER"] = worker_banner(
+        registry, url, ns, queues, processes, threads, async_steps
+    )
     env["DAGRELAY_THREADS"] = str(threads)  # also read again from Dramatiq's worker
     if async_steps:
         env["DAGRELAY_ASYNC_STEPS"] = str(async_steps)
