@@ -40,7 +40,9 @@ def test_units_a_take_claims_after_the_stop_are_given_back_unstarted(fake, tmp_p
     fake.pipeline.take(handle.run_id, "dagrelay", 1)
     assert wait_until(lambda: fake.store.all_statuses(handle.run_id)["a"] == "queued", 5)
     assert read_count(tmp_path / "a") == 0
-    assert fake.pipeline.pool.running() == 0  # its slot came back too
+    # Its slot comes back too (the give-back settles on the pipeline's loop, a moment
+    # after the status reads queued).
+    assert wait_until(lambda: fake.pipeline.pool.running() == 0, 5)
     assert any(e.get("status") == "requeued" for e in events_of(fake.store, handle.run_id))
     # Another worker (this one, un-stopped) takes it from the queue: attempt 1 still.
     monkeypatch.setattr(fake.store, "take", real)
