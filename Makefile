@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # setuptools' note on every editable install (a BuildBackendWarning) says nothing here.
 PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -qq
 
-.PHONY: venv demo activate test lint unit bench fuzz clean redis-server chromium
+.PHONY: venv demo activate test lint unit compat bench fuzz clean redis-server chromium
 
 venv: $(STAMP)
 
@@ -56,7 +56,26 @@ chromium:
 unit: venv redis-server chromium
 	$(BIN)/python -m pytest
 
-test: lint unit
+test: lint unit compat
+
+# The lowest supported dramatiq and redis-py (constraints/lowest.txt) in a second venv, and
+# the suites that use their internals on it: Dramatiq's consumer, dispatch script and worker
+# processes, redis-py's connections and Sentinel pool (README: Supported versions).
+COMPAT_VENV := .venv-compat
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+COMPAT_TESTS := tests/test_supported_versions.py tests/conformance tests/test_distributed.py \
+	tests/test_lua_core.py tests/test_wakeup.py tests/test_redis_store.py \
+	tests/test_supervisor_unit.py tests/test_sentinel_connections.py tests/faults/test_failover.py \
+	tests/faults/test_workers.py
+
+$(COMPAT_STAMP): pyproject.toml constraints/lowest.txt
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	PYTHONWARNINGS="ignore:Editable installation" $(COMPAT_VENV)/bin/python -m pip install -qq --upgrade pip
+	PYTHONWARNINGS="ignore:Editable installation" $(COMPAT_VENV)/bin/python -m pip install -qq -e '.[dev]' -c constraints/lowest.txt
+	touch $(COMPAT_STAMP)
+
+compat: $(COMPAT_STAMP) redis-server
+	DAGRELAY_LOWEST=1 $(COMPAT_VENV)/bin/python -m pytest $(COMPAT_TESTS)
 
 # The nightly soak of the differential fuzz (make test runs its fixed list): 1,000
 # generated flows on the embedded backend and 1,000 on real workers (threads and
@@ -79,4 +98,4 @@ bench: $(BENCH_STAMP) redis-server
 	$(BIN)/python -m benchmarks $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -23,23 +25,31 @@ SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
 class MasterFollowingConnection(SentinelManagedConnection):
     """A Sentinel connection that asks the sentinels for the master on every connect.
 
-    redis-py's `send_command` reconnects through `connect_check_health`, which retries
-    the last address it had (the dead master) instead of asking the sentinels again, so
-    a client waits out all its retries after a failover; here every reconnect goes
-    through `connect`, which asks them.
+    Every reconnect goes through `connect`, whose retry asks the sentinels on each try,
+    and the socket connect to the address they gave is tried once. redis-py itself
+    retries the last address (the dead master) with the client's whole retry policy, so
+    a client would wait out all its retries after a failover: from `send_command`'s
+    reconnect (`connect_check_health`, redis-py 6-7) and inside `connect_to` (redis-py
+    5-6, whose socket connect has its own retry).
     """
 
-    def connect_check_health(
-        self, check_health: bool = True, retry_socket_connect: bool = True
-    ) -> None:
+    _connecting_to = False
+
+    def connect_to(self, address: tuple[str, int]) -> None:
+        retry, self.retry = self.retry, Retry(NoBackoff(), 0)
+        self._connecting_to = True
+        try:
+            super().connect_to(address)
+        finally:
+            self.retry, self._connecting_to = retry, False
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
         if self._sock:  # type: ignore[attr-defined]
             return
-        if retry_socket_connect:  # not from `connect_to`: find the master first
+        if not self._connecting_to:  # a reconnect elsewhere: find the master first
             self.connect()
             return
-        super().connect_check_health(  # type: ignore[misc]
-            check_health, retry_socket_connect=False
-        )
+        super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
 
 
 def is_sentinel(url: str) -> bool:
