@@ -87,8 +87,11 @@ def spin(log: str, seconds: float, value: Any = None) -> Any:
 
 
 @tool(registry=registry)
-def counted_item(folder: str, value: Any, seconds: float = 0.0) -> Any:
-    """Count the call in `folder/value` (a map item's calls), sleep, return `value`."""
+def counted_item(folder: str, value: Any, seconds: float = 0.0, pids: str | None = None) -> Any:
+    """Count the call in `folder/value` (a map item's calls), mark the process in
+    `pids/<pid>` if given, sleep, return `value`."""
     next_attempt(os.path.join(folder, str(value)))
+    if pids is not None:
+        open(os.path.join(pids, str(os.getpid())), "a").close()
     time.sleep(seconds)
     return value

@@ -23,7 +23,7 @@ import pytest
 from executor import Flow, FlowExecutor, RetryPolicy, Step
 from tests import dist_tools
 from tests.conformance.tools import read_lines
-from tests.support.servers import RedisServer, WorkerProcess
+from tests.support.servers import RedisServer, WorkerProcess, descendants
 
 pytestmark = pytest.mark.timeout(120)
 TOOLS = "tests.dist_tools"
@@ -208,6 +208,8 @@ def test_a_worker_killed_in_a_map_reruns_only_its_unfinished_items(tmp_path):
             w.wait_ready()
         folder = tmp_path / "items"
         folder.mkdir()
+        ran_in = tmp_path / "pids"
+        ran_in.mkdir()
         n = 10
         flow = Flow(
             name="map",
@@ -216,19 +218,27 @@ def test_a_worker_killed_in_a_map_reruns_only_its_unfinished_items(tmp_path):
                     id="each",
                     tool="counted_item",
                     map="$input.items",
-                    inputs={"folder": str(folder), "value": "$item", "seconds": 0.6},
+                    inputs={
+                        "folder": str(folder),
+                        "value": "$item",
+                        "seconds": 0.6,
+                        "pids": str(ran_in),
+                    },
                     retry=RetryPolicy(max_attempts=1),
                 )
             ],
             output="$steps.each",
         )
+        victim = workers[0]
+        victim_pids = {str(p) for p in descendants(victim.proc.pid)}
         with FlowExecutor(server.url, registry=dist_tools.registry) as ex:
             handle = ex.submit(flow, {"items": list(range(n))})
-            # Let each worker start its first items, then kill one of them.
+            # Kill one worker once it runs items of the map (not before: it would have
+            # nothing to lose).
             deadline = time.monotonic() + 10
-            while len(os.listdir(folder)) < 4 and time.monotonic() < deadline:
+            while not victim_pids & set(os.listdir(ran_in)) and time.monotonic() < deadline:
                 time.sleep(0.02)
-            victim = workers[0]
+            assert victim_pids & set(os.listdir(ran_in)), "the victim never ran an item"
             os.killpg(victim.proc.pid, signal.SIGKILL)
             result = handle.wait(timeout=WAIT)
         assert result.status == "succeeded", result.error
