@@ -8,6 +8,7 @@ import pytest
 
 from executor import Flow, Step
 from executor.run.scheduling import Actions, RunState, Scheduler
+from tests.support.rules import AIRFLOW_RULES
 
 TERMINAL = ("succeeded", "failed", "skipped", "upstream_failed", "cancelled")
 
@@ -16,19 +17,7 @@ def dag_of(*steps: Step, on_failure: str = "fail_fast"):
     return Flow(name="t", steps=list(steps), on_failure=on_failure).validate_flow()
 
 
-RULES = (
-    "all_success",
-    "all_failed",
-    "all_done",
-    "all_skipped",
-    "one_success",
-    "one_failed",
-    "one_done",
-    "none_failed",
-    "none_failed_min_one_success",
-    "none_skipped",
-    "always",
-)
+RULES = AIRFLOW_RULES
 # The rules a fail_fast stop spares (the README: they can fire when a dependency failed
 # and none succeeded).
 SPARED = {"all_failed", "all_done", "one_failed", "one_done", "none_skipped", "always"}

@@ -106,11 +106,17 @@ def guard() -> Iterator[None]:
 
 
 # Loading what a command needs ----------------------------------------------------------
+def is_python_flow(flow: str) -> bool:
+    """Whether a command-line FLOW names a Python flow (`module:name`, no such file); its
+    module imports its tools into the default registry."""
+    return is_flow_name(flow) and not Path(flow).exists()
+
+
 def read_flow(path: str) -> Flow:
     """Load a flow file, or a Python flow named `module:name`; a file that is not there
     (or not readable) is a usage error."""
     p = Path(path)
-    if not p.exists() and is_flow_name(path):
+    if is_python_flow(path):
         try:
             return import_flow(path)
         except FlowValidationError:

@@ -41,6 +41,7 @@ from executor.cli.common import (
     fail,
     flags_as_flags,
     guard,
+    is_python_flow,
     load_result,
     make_executor,
     one_line,
@@ -58,7 +59,6 @@ from executor.cli.interrupt import cancel_on_interrupt, exit_now
 from executor.cli.live import watch
 from executor.errors import DagrelayError
 from executor.handle import RunHandle
-from executor.model.authoring import is_flow_name
 from executor.model.flow import Flow
 from executor.model.tools import ToolRegistry, default_registry
 from executor.model.validation import validate_flow
@@ -190,7 +190,7 @@ def run(
     with guard():
         url = (redis or "").strip() or None
         # A Python flow's module imports its tools (into the default registry).
-        python_flow = is_flow_name(flow) and not Path(flow).exists()
+        python_flow = is_python_flow(flow)
         if not tools and url is None and not python_flow:
             fail(
                 "--tools MODULE is required (or set DAGRELAY_TOOLS); it is optional with --redis",
@@ -252,7 +252,7 @@ def validate(flow: FlowArg, tools: ToolsOpt = None) -> None:
     """
     with guard():
         flow_obj = read_flow(flow)
-        python_flow = is_flow_name(flow) and not Path(flow).exists()
+        python_flow = is_python_flow(flow)
         registry = read_tools(tools) if tools else default_registry if python_flow else None
         dag = validate_flow(flow_obj, registry, source=flow)
         edges = sum(len(d) for d in dag.deps.values())

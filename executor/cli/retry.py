@@ -17,6 +17,7 @@ from executor.cli.common import (
     check_run_id,
     fail,
     guard,
+    is_python_flow,
     load_result,
     make_executor,
     one_line,
@@ -27,7 +28,6 @@ from executor.cli.common import (
     show_result,
 )
 from executor.handle import RunHandle
-from executor.model.authoring import is_flow_name
 from executor.model.tools import ToolRegistry, default_registry
 from executor.result import FlowFailedError
 
@@ -74,7 +74,7 @@ def retry(
                 fail("--flow FLOW is needed to rerun a saved result in-process", EXIT_USAGE)
             previous = load_result(run)
             flow_obj = read_flow(flow)
-            python_flow = is_flow_name(flow) and not Path(flow).exists()
+            python_flow = is_python_flow(flow)
             if not tools and not python_flow:
                 fail("--tools MODULE is required (or set DAGRELAY_TOOLS)", EXIT_USAGE)
             registry = read_tools(tools) if tools else default_registry

@@ -13,25 +13,14 @@ from typing import Any
 import pytest
 
 from executor import Flow, Step
+from tests.support.rules import AIRFLOW_RULES
 
 from .support import statuses
 
 pytestmark = pytest.mark.timeout(90)
 LONG = 5.0  # a sleep the fail_fast stop cuts short
 
-RULES = (
-    "all_success",
-    "all_failed",
-    "all_done",
-    "all_skipped",
-    "one_success",
-    "one_failed",
-    "one_done",
-    "none_failed",
-    "none_failed_min_one_success",
-    "none_skipped",
-    "always",
-)
+RULES = AIRFLOW_RULES
 
 # How a dependency ends: a step (and what it needs) that comes to that.
 _OK = {"tool": "echo", "inputs": {"value": 1}}

@@ -109,22 +109,6 @@ class _Planned:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-#: Airflow's trigger rules, the set DESIGN.md promises (issue 15 adds the missing ones).
-AIRFLOW_RULES = (
-    "all_success",
-    "all_failed",
-    "all_done",
-    "all_skipped",
-    "one_success",
-    "one_failed",
-    "one_done",
-    "none_failed",
-    "none_failed_min_one_success",
-    "none_skipped",
-    "always",
-)
-
-
 def generate(
     seed: int,
     *,

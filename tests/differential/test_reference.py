@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from executor import Flow, RetryPolicy, Step
+from tests.support.rules import AIRFLOW_RULES
 
-from .generator import AIRFLOW_RULES, _w, generate
+from .generator import _w, generate
 from .reference import CANCEL, Outcome, evaluate, expect, resolve, trigger
 
 S, F, U, K = "succeeded", "failed", "upstream_failed", "skipped"

@@ -21,8 +21,7 @@ while i <= #ARGV do
       redis.call('HSET', KEYS[2], unit, 'queued')
       redis.call('HSET', KEYS[9], unit .. ':q', at)
       -- A rerun's step numbers on after its earlier attempts.
-      redis.call('HSET', KEYS[7], unit .. ':next',
-        1 + tonumber(redis.call('HGET', KEYS[7], unit .. ':base') or '0'))
+      redis.call('HSET', KEYS[7], unit .. ':next', 1 + attempt_base(unit))
       enqueue_unit(unit, lane, todo, 0, trace)
       redis.call('XADD', KEYS[8], '*', 'step', unit, 'status', 'queued', 'at', at)
     end

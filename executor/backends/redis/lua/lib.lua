@@ -30,11 +30,25 @@ local function now_ms()
   return now_cache
 end
 
--- The run's stop reason ('' while it runs), read once per script.
-local stop_reason
+-- The run's stop reason ('' while it runs), and whether it is a rerun (earlier passes
+-- made attempts: `unit:base` in claims), read once per script.
+local stop_reason, passes
 local function run_stop()
-  if stop_reason == nil then stop_reason = redis.call('HGET', KEYS[1], 'stop') or '' end
+  if stop_reason == nil then
+    local r = redis.call('HMGET', KEYS[1], 'stop', 'passes')
+    stop_reason, passes = r[1] or '', r[2]
+  end
   return stop_reason
+end
+local function reran()
+  run_stop()
+  return passes ~= nil
+end
+
+-- The attempts earlier passes of a rerun made of a unit (0 on a first pass: no read).
+local function attempt_base(unit)
+  if not reran() then return 0 end
+  return tonumber(redis.call('HGET', KEYS[7], unit .. ':base') or '0')
 end
 
 local TERMINAL = {succeeded = true, failed = true, skipped = true, upstream_failed = true,
@@ -135,7 +149,7 @@ local function claim_unit(c)
     local r = redis.call('HMGET', KEYS[7], unit .. ':next', unit .. ':tp', unit .. ':base')
     attempt, trace, base = tonumber(r[1] or '1'), r[2] or '', tonumber(r[3] or '0')
   else
-    base = tonumber(redis.call('HGET', KEYS[7], unit .. ':base') or '0')
+    base = attempt_base(unit)
     attempt, trace = base + 1, ''
   end
   local now = now_ms()
@@ -330,6 +344,7 @@ end
 -- tell the workers running the rest. Returns the survivors that are ready now.
 local function stop_run(reason, at, max_bytes)
   redis.call('HSET', KEYS[1], 'stop', reason)
+  run_stop() -- loads `passes` too, before the reason is set here
   stop_reason = reason
   local all = redis.call('HGETALL', KEYS[2])
   local maps = {}
